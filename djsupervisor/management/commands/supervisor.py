@@ -1,0 +1,181 @@
+"""``manage.py supervisor``: run the project's programs, or control the running set."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from djsupervisor import config, ctl, runtime
+from djsupervisor.errors import SupervisorError
+from djsupervisor.project import Project, ensure_runtime_dir, locate, merged_sections
+
+#: Actions djsupervisor handles itself; every other one goes to supervisorctl.
+OWN_ACTIONS = ("getconfig", "shell")
+
+
+def hoist_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    """Move our own options that follow the action in front of it.
+
+    Everything from the action on is kept for supervisorctl (``tail -f web``), but
+    ``manage.py supervisor status --project-dir=X`` should work as well.
+    """
+    argv = list(argv)
+    known = parser._option_string_actions
+    start = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
+    # A value-taking option right before the first bare word owns that word.
+    while start < len(argv) and start > 0:
+        before = known.get(argv[start - 1])
+        if before is None or before.nargs == 0:
+            break
+        start = next(
+            (i for i in range(start + 1, len(argv)) if not argv[i].startswith("-")), len(argv)
+        )
+    head, tail, rest = argv[:start], [], argv[start:]
+    i = 0
+    while i < len(rest):
+        name = rest[i].split("=", 1)[0]
+        action = known.get(name) if i > 0 else None
+        if action is None:
+            tail.append(rest[i])
+            i += 1
+            continue
+        takes_value = action.nargs != 0 and "=" not in rest[i]
+        head.extend(rest[i : i + 1 + takes_value])
+        i += 1 + takes_value
+    return head + tail
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the project's programs under supervisord (no action), or control them: "
+        "ACTION is any supervisorctl command (status, start, stop, restart, tail, ...), "
+        "'shell' for the interactive prompt, or 'getconfig' to print the merged config."
+    )
+    # Checks run only before starting supervisord: control actions must stay fast.
+    requires_system_checks: list[str] = []
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parse_args = parser.parse_args
+
+        def parse_hoisted(args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+            import sys
+
+            argv = sys.argv[2:] if args is None else args
+            return parse_args(hoist_options(parser, argv), namespace)
+
+        parser.parse_args = parse_hoisted  # type: ignore[method-assign,assignment]
+        return parser
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", nargs=argparse.REMAINDER, help="supervisorctl action")
+        parser.add_argument("--project-dir", help="the project directory (default: found)")
+        parser.add_argument(
+            "--config-file", help="the project config file (default: PROJECT_DIR/supervisord.conf)"
+        )
+        for short, long, help_text in (
+            ("-l", "--launch", "start PROG at startup (autostart=true)"),
+            ("-n", "--nolaunch", "do not start PROG at startup (autostart=false)"),
+            ("-x", "--exclude", "leave PROG out of the config"),
+            ("-i", "--include", "bring back a PROG excluded in the config"),
+            ("-r", "--autoreload", "restart only PROG on code changes"),
+        ):
+            parser.add_argument(
+                short, long, action="append", default=[], metavar="PROG", help=help_text
+            )
+        parser.add_argument("--noreload", action="store_true", help="disable autoreload")
+        parser.add_argument(
+            "-d", "--daemonize", action="store_true", help="run supervisord in the background"
+        )
+        parser.add_argument("--pidfile", help="supervisord's pid file")
+        parser.add_argument("--logfile", help="supervisord's log file")
+
+    def handle(
+        self,
+        *args: str,
+        action: list[str],
+        project_dir: str | None,
+        config_file: str | None,
+        launch: list[str],
+        nolaunch: list[str],
+        exclude: list[str],
+        include: list[str],
+        autoreload: list[str],
+        noreload: bool,
+        daemonize: bool,
+        pidfile: str | None,
+        logfile: str | None,
+        **options: Any,
+    ) -> None:
+        opts = config.Options(
+            launch=tuple(launch),
+            nolaunch=tuple(nolaunch),
+            exclude=tuple(exclude),
+            include=tuple(include),
+            autoreload=tuple(autoreload),
+            noreload=noreload,
+            pidfile=pidfile,
+            logfile=logfile,
+        )
+        try:
+            project = locate(project_dir, config_file)
+            if not action:
+                self.check()
+                self.serve(project, opts, daemonize=daemonize)
+            elif action[0] == "getconfig":
+                self.stdout.write(config.serialize(merged_sections(project, opts).sections))
+            else:
+                self.control(project, opts, action)
+        except SupervisorError as error:
+            raise CommandError(str(error), returncode=getattr(error, "returncode", 1)) from None
+
+    def serve(self, project: Project, opts: config.Options, *, daemonize: bool) -> None:
+        """Run supervisord in this process until it shuts down (or detaches)."""
+        def load() -> config.Merged:
+            return merged_sections(project, opts)
+
+        configfile = str(project.config_file)
+        ensure_runtime_dir(project.runtime_dir)
+        lock = runtime.instance_lock(
+            str(project.lock_path),
+            f"supervisord is already running for this project ({project.socket_path}); "
+            "see 'manage.py supervisor status', or stop it with 'manage.py supervisor shutdown'",
+        )
+        with lock, runtime.process_state():
+            try:
+                runtime.run_rounds(
+                    load,
+                    configfile,
+                    daemonize=daemonize,
+                    hangup_stops=runtime.has_terminal(),
+                )
+            except runtime.Detached as detached:
+                client = ctl.client_options(load, configfile)
+                runtime.wait_ready(
+                    detached.pid,
+                    lambda: ctl.is_up(client.serverurl, client.username, client.password),
+                    timeout=30.0,
+                )
+                self.stdout.write(
+                    f"supervisord is running in the background (pid {detached.pid}); "
+                    "see 'manage.py supervisor status'"
+                )
+
+    def control(self, project: Project, opts: config.Options, action: list[str]) -> None:
+        """Run one supervisorctl action (or the shell) against the running supervisord."""
+        def load() -> config.Merged:
+            return merged_sections(project, opts)
+
+        client = ctl.client_options(load, str(project.config_file))
+        if action[0] not in OWN_ACTIONS and not ctl.is_action(client, action[0]):
+            raise CommandError(
+                f"unknown action {action[0]!r}; see 'manage.py supervisor help'", returncode=2
+            )
+        code = ctl.run(client, action, stdout=self.stdout)
+        if code and self._called_from_command_line:
+            raise SystemExit(code)  # supervisorctl already said why, on stdout
+        if code:
+            raise CommandError(f"supervisorctl {action[0]} exited with status {code}", returncode=code)

@@ -1,0 +1,72 @@
+"""Render supervisord.conf files with Django's template engine (our own Engine)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from django.template import Context, Engine, Library, Template, TemplateSyntaxError
+from django.template.base import Origin, VariableDoesNotExist
+
+from .errors import ConfigError
+
+
+@functools.cache
+def _base_engine() -> Engine:
+    # Our own engine: works without a TEMPLATES setting, and config files are not
+    # HTML, so nothing is escaped. debug=True gives line numbers for syntax errors.
+    return Engine(autoescape=False, debug=True, libraries={}, builtins=[])
+
+
+def _engine_for(path: Path, context: Mapping[str, Any]) -> Engine:
+    """Return an engine whose ``templated`` filter renders files next to ``path``."""
+    library = Library()
+
+    @library.filter(name="templated")
+    def templated(value: Any) -> str:
+        """Render the file ``value`` (relative to this config file) to ``<file>.templated``."""
+        source = path.parent / str(value)
+        target = source.with_name(source.name + ".templated")
+        target.write_text(render_file(source, context))
+        return str(target)
+
+    engine = copy.copy(_base_engine())
+    engine.template_builtins = [*engine.template_builtins, library]
+    return engine
+
+
+def _line_of(error: BaseException) -> int | None:
+    debug = getattr(error, "template_debug", None)
+    return int(debug["line"]) if debug else None
+
+
+def render_text(text: str, path: Path, context: Mapping[str, Any]) -> str:
+    """Render template ``text`` read from ``path`` with ``context``."""
+    engine = _engine_for(path, context)
+    try:
+        template = Template(text, origin=Origin(str(path)), name=str(path), engine=engine)
+        return template.render(Context(dict(context), autoescape=False))
+    except (TemplateSyntaxError, VariableDoesNotExist) as error:
+        line = _line_of(error)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: template error: {error}") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror or error}: {error.filename}") from None
+
+
+def render_file(path: Path, context: Mapping[str, Any]) -> str:
+    """Read and render the template at ``path``."""
+    return render_text(read(path), path, context)
+
+
+def read(path: Path) -> str:
+    """Read a config file, with a one-line error naming it when that fails."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read config file: {error}") from None

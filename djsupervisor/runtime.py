@@ -1,0 +1,235 @@
+"""Run supervisord's main loop inside this process, fed from the in-memory config."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+from django.db import connections
+from supervisor import events
+from supervisor.medusa import asyncore_25 as asyncore
+from supervisor.options import ServerOptions
+from supervisor.states import SupervisorStates
+from supervisor.supervisord import Supervisor
+
+from . import config
+from .errors import ConfigError, StartError
+
+Loader = Callable[[], config.Merged]
+
+#: The signals supervisord takes over (options.setsignals) and never gives back.
+HANDLED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGCHLD,
+    signal.SIGUSR2,
+)
+
+_SECTION_FILE_RE = re.compile(r" in section '(?P<section>[^']+)' \(file: '[^']*'\)")
+
+
+def explain(message: str, merged: config.Merged) -> str:
+    """Point a supervisord error at the file, section and option it came from."""
+    match = _SECTION_FILE_RE.search(message)
+    if match is None:
+        return message
+    section = match.group("section")
+    values = merged.sections.get(section, {})
+    culprit = next(
+        (f" (option {key} = {value})" for key, value in values.items() if repr(value) in message),
+        "",
+    )
+    head = message[: match.start()] + message[match.end() :]
+    return f"{merged.where(section)}: [{section}]{culprit}: {head}"
+
+
+class Detached(Exception):  # noqa: N818  (control flow, not an error)
+    """Raised in the parent after supervisord forked into the background."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(pid)
+        self.pid = pid
+
+
+class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
+    """supervisord's options, read from the merged config instead of a file.
+
+    ``configfile`` is a virtual path (the project's config file, which need not exist)
+    so ``%(here)s`` and ``[include]`` resolve against the project. Every (re)load, be it
+    startup, SIGHUP, ``reload``, ``reread`` or ``update``, renders all sources afresh.
+    """
+
+    def __init__(self, load: Loader, configfile: str, *, hangup_stops: bool = False) -> None:
+        super().__init__()
+        self._load = load
+        self.configfile = configfile
+        self.hangup_stops = hangup_stops
+
+    def read_config(self, fp: Any) -> Any:
+        try:
+            merged = self._load()
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        stream = io.StringIO(config.serialize(merged.sections))
+        stream.name = self.configfile
+        try:
+            return super().read_config(stream)
+        except ValueError as error:
+            raise ValueError(explain(str(error), merged)) from None
+
+    def usage(self, msg: str) -> NoReturn:
+        # supervisord would print usage and sys.exit(2): make it a clean error instead.
+        raise ConfigError(str(msg).splitlines()[0] if msg else "invalid configuration")
+
+    def cleanup_fds(self) -> None:
+        # supervisord closes fds 5-1024 on every restart round; in our process they
+        # belong to Django (database sockets) and to our lock file.
+        pass
+
+    def get_signal(self) -> int | None:
+        sig: int | None = super().get_signal()
+        if sig == signal.SIGHUP and self.hangup_stops:
+            self.logger.warn("received SIGHUP: the terminal closed, stopping everything")
+            return signal.SIGTERM
+        return sig
+
+    def daemonize(self) -> None:
+        # supervisord's own daemonize() makes the parent os._exit(0) at once; ours
+        # returns to the caller, which waits until the daemon answers.
+        self.poller.before_daemonize()
+        flush_std_streams()
+        pid = os.fork()
+        if pid:
+            # The listening sockets are shared with the daemon: close our copies
+            # without asyncore's close(), whose shutdown() would hang up the daemon's.
+            for dispatcher in list(self.get_socket_map().values()):
+                dispatcher.del_channel()
+                dispatcher.socket.close()
+            self.httpservers = ()
+            self.unlink_socketfiles = False
+            self.unlink_pidfile = False
+            raise Detached(pid)
+        self.logger.info("daemonizing the supervisord process")
+        if self.directory:
+            os.chdir(self.directory)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        os.setsid()
+        os.umask(self.umask)
+        self.poller.after_daemonize()
+
+
+def build_options(load: Loader, configfile: str, **kwargs: Any) -> ProjectServerOptions:
+    """Build and realize supervisord's options; a bad config raises ``ConfigError``."""
+    options = ProjectServerOptions(load, configfile, **kwargs)
+    # Explicit args: with None, getopt would parse manage.py's own sys.argv.
+    options.realize(args=[])
+    return options
+
+
+@contextlib.contextmanager
+def process_state() -> Iterator[None]:
+    """Give back what supervisord takes from the process: signal handlers, umask, globals."""
+    handlers = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        os.umask(umask)
+        events.clear()
+        for dispatcher in list(asyncore.socket_map.values()):
+            with contextlib.suppress(Exception):
+                dispatcher.close()
+        asyncore.socket_map.clear()
+
+
+@contextlib.contextmanager
+def instance_lock(path: str, busy_message: str) -> Iterator[None]:
+    """Hold an exclusive lock for this project's supervisord, or refuse to start.
+
+    Checked before supervisord runs at all: its startup deletes AUTO child logs
+    before it notices another instance, which would break the running one's ``tail``.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StartError(busy_message) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def has_terminal() -> bool:
+    """Tell whether this process has a controlling terminal."""
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
+
+
+def run_rounds(
+    load: Loader, configfile: str, *, daemonize: bool = False, hangup_stops: bool = False
+) -> None:
+    """Run supervisord until it shuts down, re-reading the config on every restart.
+
+    Mirrors ``supervisor.supervisord.main``. With ``daemonize``, the caller's process
+    gets ``Detached`` once the background process is forked.
+    """
+    first = True
+    while True:
+        options = build_options(load, configfile, hangup_stops=hangup_stops and not daemonize)
+        options.nodaemon = not daemonize
+        options.first = first
+        options.test = False
+        # Django's connections must not be shared with children or the daemon.
+        connections.close_all()
+        try:
+            Supervisor(options).main()
+        except asyncore.ExitNow:
+            pass
+        finally:
+            options.close_httpservers()
+            if getattr(options, "logger", None) is not None:
+                options.close_logger()
+        first = False
+        if options.mood < SupervisorStates.RESTARTING:
+            return
+
+
+def wait_ready(pid: int, is_up: Callable[[], bool], timeout: float) -> None:
+    """Wait until the daemon answers; raise ``StartError`` if it dies or hangs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            code = os.waitstatus_to_exitcode(status)
+            raise StartError(f"supervisord exited during startup (status {code}); see its log")
+        if is_up():
+            return
+        time.sleep(0.02)
+    raise StartError(f"supervisord did not answer within {timeout:.0f} s; see its log")
+
+
+def flush_std_streams() -> None:
+    """Flush Python's buffers so a fork does not write them twice."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
