@@ -17,7 +17,9 @@ def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     try:
         project = locate()
         ensure_runtime_dir(project.runtime_dir)
-        runtime.build_options(lambda: merged_sections(project, config.Options()), str(project.config_file))
+        runtime.build_options(
+            lambda: merged_sections(project, config.Options()), str(project.config_file)
+        )
     except SupervisorError as error:
         return [Error(str(error), id="djsupervisor.E001")]
     return []

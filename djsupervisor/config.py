@@ -127,7 +127,7 @@ def parse(text: str, origin: str, template: str | None = None) -> Parsed:
 def check_section_names(parsed: Parsed) -> None:
     """Refuse section types supervisord does not know (a typo would be silently ignored)."""
     for name in parsed.sections:
-        if name in KNOWN_SECTIONS or name.startswith(KNOWN_PREFIXES) and ":" in name[:-1]:
+        if name in KNOWN_SECTIONS or (name.startswith(KNOWN_PREFIXES) and ":" in name[:-1]):
             continue
         raise ConfigError(
             f"{parsed.origin}:{parsed.lines[name]}: unknown section type [{name}]; "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
-import socket
 import sys
 import xmlrpc.client
 from collections.abc import Callable, Sequence
@@ -73,7 +72,7 @@ def ping(serverurl: str, username: str | None, password: str | None) -> None:
                 "since it started?)"
             ) from None
         raise NotRunning(f"supervisord at {where} answered HTTP {error.errcode}") from None
-    except (OSError, socket.error) as error:
+    except OSError as error:
         code = getattr(error, "errno", None)
         missing = code in (errno.ENOENT, errno.ECONNREFUSED, errno.ECONNRESET)
         reason = "is not running" if missing else f"cannot be reached ({error})"

@@ -14,14 +14,15 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 from django.db import connections
-from supervisor import events
+from supervisor import events, loggers
 from supervisor.medusa import asyncore_25 as asyncore
 from supervisor.options import ServerOptions
 from supervisor.states import SupervisorStates
-from supervisor.supervisord import Supervisor
 
-from . import config
+from . import config, guard
+from .console import Console, ConsoleLogHandler
 from .errors import ConfigError, StartError
+from .loop import ProjectSupervisor
 
 Loader = Callable[[], config.Merged]
 
@@ -53,7 +54,7 @@ def explain(message: str, merged: config.Merged) -> str:
     return f"{merged.where(section)}: [{section}]{culprit}: {head}"
 
 
-class Detached(Exception):  # noqa: N818  (control flow, not an error)
+class Detached(Exception):
     """Raised in the parent after supervisord forked into the background."""
 
     def __init__(self, pid: int) -> None:
@@ -69,23 +70,75 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
     startup, SIGHUP, ``reload``, ``reread`` or ``update``, renders all sources afresh.
     """
 
-    def __init__(self, load: Loader, configfile: str, *, hangup_stops: bool = False) -> None:
+    watchdog: guard.Watchdog | None = None
+
+    def __init__(
+        self,
+        load: Loader,
+        configfile: str,
+        *,
+        hangup_stops: bool = False,
+        console: Console | None = None,
+    ) -> None:
         super().__init__()
         self._load = load
         self.configfile = configfile
         self.hangup_stops = hangup_stops
+        self.console = console
+        self.ctl_credentials: dict[str, str] = {}
+        self.supervisord_pid = os.getpid()
+        self.supervisord_uid = os.getuid()
 
     def read_config(self, fp: Any) -> Any:
         try:
             merged = self._load()
         except ConfigError as error:
             raise ValueError(str(error)) from None
+        ctl = merged.sections.get("supervisorctl", {})
+        self.ctl_credentials = {
+            f"SUPERVISOR_{key.upper()}": ctl[key] for key in ("username", "password") if key in ctl
+        }
         stream = io.StringIO(config.serialize(merged.sections))
         stream.name = self.configfile
         try:
             return super().read_config(stream)
         except ValueError as error:
             raise ValueError(explain(str(error), merged)) from None
+
+    def process_config(self, do_usage: bool = True) -> None:
+        super().process_config(do_usage=do_usage)
+        if self.console is not None:
+            # The console is fed by log events. Set on every (re)read alike, so
+            # reread/update see no difference between old and new configs.
+            for group in self.process_group_configs:
+                for process in group.process_configs:
+                    process.stdout_events_enabled = True
+                    process.stderr_events_enabled = True
+
+    def make_logger(self) -> None:
+        if self.console is None:
+            super().make_logger()
+            return
+        # supervisord's own messages go to the console (instead of its raw stdout
+        # handler) and, as always, to its log file.
+        self.logger = loggers.getLogger(self.loglevel)
+        handler = ConsoleLogHandler(self.console)
+        handler.setLevel(self.loglevel)
+        self.logger.addHandler(handler)
+        loggers.handle_file(
+            self.logger,
+            self.logfile,
+            "%(asctime)s %(levelname)s %(message)s\n",
+            rotating=bool(self.logfile_maxbytes),
+            maxbytes=self.logfile_maxbytes,
+            backups=self.logfile_backups,
+        )
+        for msg in self.parse_criticals:
+            self.logger.critical(msg)
+        for msg in self.parse_warnings:
+            self.logger.warn(msg)
+        for msg in self.parse_infos:
+            self.logger.info(msg)
 
     def usage(self, msg: str) -> NoReturn:
         # supervisord would print usage and sys.exit(2): make it a clean error instead.
@@ -102,6 +155,31 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
             self.logger.warn("received SIGHUP: the terminal closed, stopping everything")
             return signal.SIGTERM
         return sig
+
+    def fork(self) -> int:
+        # A signal that lands between fork and exec would reach supervisord's Python
+        # handler in the child and be lost: block them around fork, and give the
+        # child default dispositions before unblocking, so such a signal takes effect.
+        self.supervisord_pid = os.getpid()
+        self.supervisord_uid = os.getuid()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        pid = os.fork()
+        if pid == 0:
+            for sig in HANDLED_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        if pid > 0 and self.watchdog is not None:
+            self.watchdog.add(pid)  # the child becomes its own process group
+        return pid
+
+    def execve(self, filename: str, argv: list[str], env: dict[str, str]) -> None:
+        # supervisor.childutils (superlance & co.) read the credentials from the
+        # environment; give them to programs running as our own user only.
+        if os.getuid() == self.supervisord_uid:
+            for key, value in self.ctl_credentials.items():
+                env.setdefault(key, value)
+        guard.die_with_parent(self.supervisord_pid)
+        os.execve(filename, argv, env)
 
     def daemonize(self) -> None:
         # supervisord's own daemonize() makes the parent os._exit(0) at once; ours
@@ -186,7 +264,12 @@ def has_terminal() -> bool:
 
 
 def run_rounds(
-    load: Loader, configfile: str, *, daemonize: bool = False, hangup_stops: bool = False
+    load: Loader,
+    configfile: str,
+    *,
+    daemonize: bool = False,
+    hangup_stops: bool = False,
+    console: Console | None = None,
 ) -> None:
     """Run supervisord until it shuts down, re-reading the config on every restart.
 
@@ -195,14 +278,19 @@ def run_rounds(
     """
     first = True
     while True:
-        options = build_options(load, configfile, hangup_stops=hangup_stops and not daemonize)
+        options = build_options(
+            load,
+            configfile,
+            hangup_stops=hangup_stops and not daemonize,
+            console=None if daemonize else console,
+        )
         options.nodaemon = not daemonize
         options.first = first
         options.test = False
         # Django's connections must not be shared with children or the daemon.
         connections.close_all()
         try:
-            Supervisor(options).main()
+            ProjectSupervisor(options).main()
         except asyncore.ExitNow:
             pass
         finally:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from djsupervisor import config, ctl, runtime
+from djsupervisor.console import Console, make_console
 from djsupervisor.errors import SupervisorError
 from djsupervisor.project import Project, ensure_runtime_dir, locate, merged_sections
 
@@ -48,6 +50,14 @@ def hoist_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[
     return head + tail
 
 
+def output_fd(stream: Any) -> int:
+    """The file descriptor behind a command's stdout (the process's own if it has none)."""
+    try:
+        return int(getattr(stream, "_out", stream).fileno())
+    except (AttributeError, OSError, ValueError):
+        return sys.stdout.fileno()
+
+
 class Command(BaseCommand):
     help = (
         "Run the project's programs under supervisord (no action), or control them: "
@@ -62,8 +72,6 @@ class Command(BaseCommand):
         parse_args = parser.parse_args
 
         def parse_hoisted(args: Sequence[str] | None = None, namespace: Any = None) -> Any:
-            import sys
-
             argv = sys.argv[2:] if args is None else args
             return parse_args(hoist_options(parser, argv), namespace)
 
@@ -90,6 +98,16 @@ class Command(BaseCommand):
         parser.add_argument(
             "-d", "--daemonize", action="store_true", help="run supervisord in the background"
         )
+        parser.add_argument(
+            "--raw",
+            "--no-prefix",
+            dest="raw",
+            action="store_true",
+            help="show program output without the time and name prefix",
+        )
+        parser.add_argument(
+            "-q", "--quiet", action="store_true", help="show supervisord's messages only"
+        )
         parser.add_argument("--pidfile", help="supervisord's pid file")
         parser.add_argument("--logfile", help="supervisord's log file")
 
@@ -108,6 +126,8 @@ class Command(BaseCommand):
         daemonize: bool,
         pidfile: str | None,
         logfile: str | None,
+        raw: bool = False,
+        quiet: bool = False,
         **options: Any,
     ) -> None:
         opts = config.Options(
@@ -124,7 +144,20 @@ class Command(BaseCommand):
             project = locate(project_dir, config_file)
             if not action:
                 self.check()
-                self.serve(project, opts, daemonize=daemonize)
+                console = None
+                if not daemonize:
+                    console = make_console(
+                        no_color=options.get("no_color", False),
+                        force_color=options.get("force_color", False),
+                        prefix=not raw,
+                        quiet=quiet,
+                        fd=output_fd(self.stdout),
+                    )
+                try:
+                    self.serve(project, opts, daemonize=daemonize, console=console)
+                finally:
+                    if console is not None:
+                        console.close()
             elif action[0] == "getconfig":
                 self.stdout.write(config.serialize(merged_sections(project, opts).sections))
             else:
@@ -132,7 +165,14 @@ class Command(BaseCommand):
         except SupervisorError as error:
             raise CommandError(str(error), returncode=getattr(error, "returncode", 1)) from None
 
-    def serve(self, project: Project, opts: config.Options, *, daemonize: bool) -> None:
+    def serve(
+        self,
+        project: Project,
+        opts: config.Options,
+        *,
+        daemonize: bool,
+        console: Console | None = None,
+    ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
         def load() -> config.Merged:
             return merged_sections(project, opts)
@@ -151,6 +191,7 @@ class Command(BaseCommand):
                     configfile,
                     daemonize=daemonize,
                     hangup_stops=runtime.has_terminal(),
+                    console=console,
                 )
             except runtime.Detached as detached:
                 client = ctl.client_options(load, configfile)
@@ -175,7 +216,7 @@ class Command(BaseCommand):
                 f"unknown action {action[0]!r}; see 'manage.py supervisor help'", returncode=2
             )
         code = ctl.run(client, action, stdout=self.stdout)
-        if code and self._called_from_command_line:
+        if code and getattr(self, "_called_from_command_line", False):
             raise SystemExit(code)  # supervisorctl already said why, on stdout
         if code:
             raise CommandError(f"supervisorctl {action[0]} exited with status {code}", returncode=code)

@@ -14,8 +14,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, interval: float, **options: Any) -> None:
         beat = 0
-        while True:
-            beat += 1
-            self.stdout.write(f"heartbeat {beat}")
-            self.stdout.flush()
-            time.sleep(interval)
+        try:
+            while True:
+                beat += 1
+                self.stdout.write(f"heartbeat {beat}")
+                self.stdout.flush()
+                time.sleep(interval)
+        except KeyboardInterrupt:  # stopsignal=INT: a clean stop, not a traceback
+            self.stdout.write(f"heartbeat stopped after {beat} beats")

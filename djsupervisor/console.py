@@ -1,0 +1,229 @@
+"""Every program's output, live on the console, one prefixed line at a time.
+
+Fed in-process by supervisord's own log events, so per-program log files, rotation
+and ``tail`` work as usual. Writing never blocks supervisord: the console gets its own
+non-blocking file description, and what the terminal cannot take yet waits, in order,
+in memory until the poller says it can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import stat
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+# Partial lines (no newline yet) are shown after this long.
+PARTIAL_DELAY = 0.5
+SUPERVISOR_NAME = "supervisor"
+COLORS = (36, 33, 32, 35, 34, 91, 96, 93, 92, 95, 94)
+RESET = b"\x1b[0m"
+CHUNK = 65536
+
+
+def use_color(fd: int, environ: Mapping[str, str], *, no_color: bool, force_color: bool) -> bool:
+    """Colour rules: --no-color and NO_COLOR win, then --force-color and FORCE_COLOR, then a tty."""
+    if no_color or environ.get("NO_COLOR"):
+        return False
+    if force_color or environ.get("FORCE_COLOR"):
+        return True
+    return os.isatty(fd)
+
+
+def open_output(fd: int) -> int:
+    """Return a non-blocking file description for ``fd``'s terminal or pipe.
+
+    Setting O_NONBLOCK on fd 1 itself would change it for the shell that shares it;
+    a fresh open of the same terminal or pipe is ours alone. Regular files never block.
+    """
+    mode = os.fstat(fd).st_mode
+    path = None
+    if os.isatty(fd):
+        path = os.ttyname(fd)
+    elif stat.S_ISFIFO(mode) and os.path.exists(f"/proc/self/fd/{fd}"):
+        path = f"/proc/self/fd/{fd}"
+    if path is not None:
+        with contextlib.suppress(OSError):
+            return os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+    return os.dup(fd)
+
+
+@dataclass
+class Console:
+    """Format and queue lines for the console; ``flush()`` writes what it can."""
+
+    fd: int
+    color: bool = False
+    prefix: bool = True
+    quiet: bool = False
+    clock: Callable[[], float] = time.time
+    width: int = len(SUPERVISOR_NAME)
+    pending: bytearray = field(default_factory=bytearray)
+    partials: dict[tuple[str, str], tuple[bytes, float]] = field(default_factory=dict)
+    colors: dict[str, int] = field(default_factory=dict)
+
+    def add_names(self, names: list[str]) -> None:
+        for name in names:
+            self.width = max(self.width, len(name))
+            if name not in self.colors:
+                self.colors[name] = COLORS[len(self.colors) % len(COLORS)]
+
+    def _prefix(self, name: str, mark: bytes, now: float) -> bytes:
+        if not self.prefix:
+            return b""
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)).encode()
+        label = name.ljust(self.width).encode("utf-8", "replace")
+        if self.color:
+            code = self.colors.get(name, 0) if name != SUPERVISOR_NAME else 1
+            return b"%s \x1b[%dm%s %s%s " % (stamp, code, label, mark, RESET)
+        return b"%s %s %s " % (stamp, label, mark)
+
+    def output(self, name: str, channel: str, data: bytes) -> None:
+        """Queue a program's output: whole lines now, a trailing partial line later."""
+        if self.quiet or not data:
+            return
+        now = self.clock()
+        key = (name, channel)
+        previous, since = self.partials.pop(key, (b"", now))
+        data = previous + data
+        cut = data.rfind(b"\n")
+        if cut == -1:
+            self.partials[key] = (data, since)
+            return
+        if cut + 1 < len(data):
+            self.partials[key] = (data[cut + 1 :], now)
+        if name not in self.colors:
+            self.add_names([name])
+        head = self._prefix(name, b"|" if channel == "stdout" else b"!", now)
+        lines = data[:cut].split(b"\n")
+        if head:
+            self.pending += head + (b"\n" + head).join(lines) + b"\n"
+        else:
+            self.pending += data[: cut + 1]
+        self.flush()
+
+    def message(self, level: str, text: str) -> None:
+        """Queue one of supervisord's own log messages."""
+        text = text.rstrip("\n")
+        if level not in ("INFO", "DEBG", "TRAC", "BLAT"):
+            text = f"{level} {text}"
+        head = self._prefix(SUPERVISOR_NAME, b"|", self.clock())
+        for line in text.split("\n"):
+            self.pending += head + line.encode("utf-8", "replace") + b"\n"
+        self.flush()
+
+    def due(self) -> float | None:
+        """When the oldest partial line must be shown, if any is waiting."""
+        if not self.partials:
+            return None
+        return min(since for _, since in self.partials.values()) + PARTIAL_DELAY
+
+    def flush_partials(self, *, force: bool = False) -> None:
+        """Show partial lines that waited long enough (all of them with ``force``)."""
+        now = self.clock()
+        for key, (data, since) in list(self.partials.items()):
+            if force or now >= since + PARTIAL_DELAY:
+                del self.partials[key]
+                self.output(key[0], key[1], data + b"\n")
+
+    def flush(self) -> None:
+        """Write as much as the console takes now, without blocking."""
+        while self.pending:
+            try:
+                written = os.write(self.fd, self.pending[:CHUNK])
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # The console is gone (closed terminal, broken pipe): never let that
+                # reach supervisord's dispatchers, which would close the child's pipe.
+                self.pending.clear()
+                return
+            del self.pending[:written]
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """At exit: show everything left, waiting at most ``timeout`` for the console."""
+        self.flush_partials(force=True)
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([], [self.fd], [], max(0.0, deadline - time.monotonic()))
+            self.flush()
+
+    def close(self) -> None:
+        self.drain()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class ConsoleDispatcher:
+    """The console in supervisord's socket map: polled for writability only when needed."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return bool(self.console.pending)
+
+    def handle_write_event(self) -> None:
+        self.console.flush()
+
+    def handle_read_event(self) -> None:
+        pass
+
+    def handle_error(self) -> None:
+        self.console.pending.clear()
+
+    def close(self) -> None:
+        pass
+
+
+class ConsoleLogHandler:
+    """A supervisor logger handler that sends supervisord's messages to the console."""
+
+    level = 0
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def setLevel(self, level: int) -> None:
+        self.level = level
+
+    def setFormat(self, fmt: str) -> None:
+        pass
+
+    def emit(self, record: object) -> None:
+        info = record.asdict()  # type: ignore[attr-defined]
+        self.console.message(info["levelname"], info["message"])
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def reopen(self) -> None:
+        pass
+
+    def remove(self) -> None:
+        pass
+
+
+def make_console(
+    *,
+    no_color: bool = False,
+    force_color: bool = False,
+    prefix: bool = True,
+    quiet: bool = False,
+    fd: int | None = None,
+) -> Console:
+    """Build the console for this process's stdout."""
+    fd = sys.stdout.fileno() if fd is None else fd
+    color = use_color(fd, os.environ, no_color=no_color, force_color=force_color)
+    return Console(open_output(fd), color=color, prefix=prefix, quiet=quiet)

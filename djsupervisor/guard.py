@@ -1,0 +1,103 @@
+"""Keep programs from outliving supervisord, however it ends (even SIGKILL)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a child about to exec: ask the kernel to SIGKILL it when ``parent_pid`` dies.
+
+    Linux only, and it must run after setuid (which clears it). The parent may already
+    have died between fork and here, so check that too.
+    """
+    if _libc is None:
+        return
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+class Watchdog:
+    """A small forked process that kills every program's process group if we vanish.
+
+    supervisord puts each program in its own process group. We tell the watchdog
+    about each group as it is spawned and reaped; if our end of the pipe closes
+    without a clean goodbye (we were SIGKILLed or crashed), it SIGKILLs the groups
+    still listed, which reaches a program's own children too, on any POSIX system.
+    """
+
+    def __init__(self) -> None:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover  (runs in the forked watchdog)
+            os.close(write_fd)
+            self._serve(read_fd)
+        os.close(read_fd)
+        self.pid = pid
+        self._fd: int | None = write_fd
+
+    @staticmethod
+    def _serve(read_fd: int) -> None:  # pragma: no cover  (runs in the forked watchdog)
+        try:
+            os.setsid()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+                signal.signal(sig, signal.SIG_IGN)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.closerange(3, read_fd)
+            os.closerange(read_fd + 1, 4096)
+            groups: set[int] = set()
+            pending = b""
+            clean = False
+            while True:
+                data = os.read(read_fd, 4096)
+                if not data:
+                    break
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line == b"bye":
+                        clean = True
+                    elif line[:1] == b"+":
+                        groups.add(int(line[1:]))
+                    elif line[:1] == b"-":
+                        groups.discard(int(line[1:]))
+            if not clean:
+                for pgid in groups:
+                    with contextlib.suppress(OSError):
+                        os.killpg(pgid, signal.SIGKILL)
+        finally:
+            os._exit(0)
+
+    def _send(self, message: bytes) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.write(self._fd, message)
+        except OSError:
+            # The watchdog is gone; nothing more it can do for us.
+            os.close(self._fd)
+            self._fd = None
+
+    def add(self, pgid: int) -> None:
+        self._send(b"+%d\n" % pgid)
+
+    def remove(self, pgid: int) -> None:
+        self._send(b"-%d\n" % pgid)
+
+    def close(self) -> None:
+        """Say goodbye (nothing to kill) and reap the watchdog."""
+        self._send(b"bye\n")
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)

@@ -1,0 +1,196 @@
+"""supervisord's main loop, made event-driven: wake on signals, stop in parallel.
+
+Stock supervisord polls with a fixed 1 s timeout that signals do not interrupt (Python
+retries an interrupted poll), so the first spawn, every state change and every reaped
+child during shutdown wait up to a second; and it stops programs one at a time. Here
+the loop sleeps exactly until the next thing supervisord would act on, and any signal
+(SIGCHLD included) wakes it through ``signal.set_wakeup_fd``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from typing import Any
+
+from supervisor import events
+from supervisor.datatypes import RestartUnconditionally
+from supervisor.process import ProcessStates
+from supervisor.states import SupervisorStates
+from supervisor.supervisord import Supervisor
+
+from .console import ConsoleDispatcher
+from .guard import Watchdog
+
+# After this many back-to-back zero timeouts, assume a due time that supervisord will
+# never act on and sleep a little, rather than spin.
+_MAX_ZERO_TIMEOUTS = 20
+_SPIN_GUARD = 0.01
+
+
+class WakeupDispatcher:
+    """The read end of the signal wake-up pipe, in supervisord's socket map.
+
+    supervisord polls every dispatcher in its map; this one only drains the pipe.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        # Must be False, or the poller would return at once, every time.
+        return False
+
+    def handle_read_event(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(self.fd, 512):
+                pass
+
+    def handle_error(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def due_time(proc: Any, now: float, mood: int) -> float | None:
+    """When ``proc.transition()`` will next act, mirroring supervisor's process.py."""
+    state = proc.state
+    config = proc.config
+    if mood > SupervisorStates.RESTARTING:
+        if state == ProcessStates.EXITED and config.autorestart:
+            unconditional = config.autorestart is RestartUnconditionally
+            if unconditional or proc.exitstatus not in config.exitcodes:
+                return now
+        elif state == ProcessStates.STOPPED and not proc.laststart and config.autostart:
+            return now
+        elif state == ProcessStates.BACKOFF and proc.backoff <= config.startretries:
+            return float(proc.delay)
+    if state == ProcessStates.STARTING:
+        # supervisord requires *more* than startsecs: come back just after.
+        return float(proc.laststart + config.startsecs) + 0.001
+    if state == ProcessStates.BACKOFF and proc.backoff > config.startretries:
+        return now
+    if state == ProcessStates.STOPPING:
+        return float(proc.delay)
+    return None
+
+
+class ProjectSupervisor(Supervisor):  # type: ignore[misc]
+    """supervisord with an event-driven loop, parallel stop and an orphan watchdog."""
+
+    watchdog: Watchdog | None = None
+    stop_groups: list[Any] | None
+
+    def runforever(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        socket_map = self.options.get_socket_map()
+        socket_map[read_fd] = WakeupDispatcher(read_fd)
+        previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        console = self.options.console
+        if console is not None:
+            socket_map[console.fd] = ConsoleDispatcher(console)
+            events.subscribe(events.ProcessLogEvent, self.show_output)
+            console.add_names(
+                [p.config.name for g in self.process_groups.values() for p in g.processes.values()]
+            )
+        poller = self.options.poller
+        original_poll = poller.poll
+        zero_timeouts = 0
+
+        def poll(timeout: float) -> Any:
+            nonlocal zero_timeouts
+            if console is not None:
+                console.flush_partials()
+            wait = min(timeout, self.next_timeout())
+            zero_timeouts = zero_timeouts + 1 if wait <= 0 else 0
+            if zero_timeouts > _MAX_ZERO_TIMEOUTS:
+                wait = _SPIN_GUARD
+            return original_poll(max(wait, 0))
+
+        poller.poll = poll
+        self.watchdog = Watchdog()
+        self.options.watchdog = self.watchdog
+        try:
+            super().runforever()
+        finally:
+            poller.poll = original_poll
+            signal.set_wakeup_fd(previous_fd)
+            socket_map.pop(read_fd, None)
+            os.close(read_fd)
+            os.close(write_fd)
+            self.options.watchdog = None
+            self.watchdog.close()
+            if console is not None:
+                socket_map.pop(console.fd, None)
+                # Output of the last moments (a traceback at exit) must still show.
+                for group in self.process_groups.values():
+                    for dispatcher in group.get_dispatchers().values():
+                        with contextlib.suppress(Exception):
+                            if dispatcher.readable():
+                                dispatcher.handle_read_event()
+                console.drain()
+
+    def show_output(self, event: Any) -> None:
+        console = self.options.console
+        channel = "stdout" if isinstance(event, events.ProcessLogStdoutEvent) else "stderr"
+        console.output(event.process.config.name, channel, event.data)
+
+    def next_timeout(self) -> float:
+        """Seconds until the earliest due transition (the fixed 1 s poll otherwise)."""
+        now = time.time()
+        mood = self.options.mood
+        earliest = now + 1.0
+        console = self.options.console
+        due = console.due() if console is not None else None
+        if due is not None:
+            earliest = min(earliest, due)
+        for group in self.process_groups.values():
+            for proc in group.processes.values():
+                due = due_time(proc, now, mood)
+                if due is not None and due < earliest:
+                    earliest = due
+        return earliest - now
+
+    def ordered_stop_groups_phase_1(self) -> None:
+        # Stop every group sharing the highest priority at once, not one at a time.
+        if self.stop_groups:
+            priority = self.stop_groups[-1].config.priority
+            for group in reversed(self.stop_groups):
+                if group.config.priority != priority:
+                    break
+                group.stop_all()
+
+    def ordered_stop_groups_phase_2(self) -> None:
+        # Drop the fully stopped groups of the current priority; the next priority
+        # level starts only when none of this level is left.
+        if self.stop_groups:
+            priority = self.stop_groups[-1].config.priority
+            self.stop_groups = [
+                group
+                for group in self.stop_groups
+                if group.config.priority != priority or group.get_unstopped_processes()
+            ]
+
+    def reap(self, once: bool = False, recursionguard: int = 0) -> None:
+        # Iterate instead of recursing; tell the watchdog which groups are gone.
+        while True:
+            pid, status = self.options.waitpid()
+            if not pid:
+                return
+            if self.watchdog is not None:
+                self.watchdog.remove(pid)
+            process = self.options.pidhistory.pop(pid, None)
+            if process is None and (self.watchdog is None or pid != self.watchdog.pid):
+                self.options.logger.info(f"reaped unknown pid {pid}")
+            else:
+                process.finish(pid, status)
+            if once:
+                return
