@@ -143,6 +143,11 @@ class Command(BaseCommand):
         try:
             project = locate(project_dir, config_file)
             if not action:
+                # A broken config is one CommandError line, before the system checks
+                # (which would report the same problem as a multi-line SystemCheckError).
+                runtime.build_options(
+                    lambda: merged_sections(project, opts), str(project.config_file)
+                )
                 self.check()
                 console = None
                 if not daemonize:
