@@ -85,6 +85,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         self.configfile = configfile
         self.hangup_stops = hangup_stops
         self.console = console
+        self._mood = SupervisorStates.RUNNING
         self.ctl_credentials: dict[str, str] = {}
         self.supervisord_pid = os.getpid()
         self.supervisord_uid = os.getuid()
@@ -104,6 +105,22 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
             return super().read_config(stream)
         except ValueError as error:
             raise ValueError(explain(str(error), merged)) from None
+
+    @property
+    def mood(self) -> int:
+        return self._mood
+
+    @mood.setter
+    def mood(self, value: int) -> None:
+        # A reload (SIGHUP, supervisorctl reload) stops every program before the new
+        # config is read; with a broken config nothing would come back. Check first.
+        if value == SupervisorStates.RESTARTING and getattr(self, "logger", None) is not None:
+            try:
+                build_options(self._load, self.configfile)
+            except ConfigError as error:
+                self.logger.error(f"reload refused, keeping the running programs: {error}")
+                return
+        self._mood = value
 
     def process_config(self, do_usage: bool = True) -> None:
         super().process_config(do_usage=do_usage)
