@@ -23,6 +23,7 @@ from supervisor.supervisord import Supervisor
 
 from .console import ConsoleDispatcher
 from .guard import Watchdog
+from .orchestrator import Orchestrator, _key
 
 # After this many back-to-back zero timeouts, assume a due time that supervisord will
 # never act on and sleep a little, rather than spin.
@@ -87,6 +88,16 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
     watchdog: Watchdog | None = None
     stop_groups: list[Any] | None
 
+    def __init__(self, options: Any) -> None:
+        super().__init__(options)
+        self.orchestrator = Orchestrator(self)
+
+    def add_process_group(self, config: Any) -> bool:
+        added: bool = super().add_process_group(config)
+        if added:
+            self.orchestrator.install(self.process_groups[config.name])
+        return added
+
     def runforever(self) -> None:
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
@@ -109,6 +120,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             nonlocal zero_timeouts
             if console is not None:
                 console.flush_partials()
+            self.orchestrator.tick()
             wait = min(timeout, self.next_timeout())
             zero_timeouts = zero_timeouts + 1 if wait <= 0 else 0
             if zero_timeouts > _MAX_ZERO_TIMEOUTS:
@@ -126,6 +138,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             socket_map.pop(read_fd, None)
             os.close(read_fd)
             os.close(write_fd)
+            self.orchestrator.close()
             self.options.watchdog = None
             self.watchdog.close()
             if console is not None:
@@ -152,32 +165,30 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         due = console.due() if console is not None else None
         if due is not None:
             earliest = min(earliest, due)
+        due = self.orchestrator.due()
+        if due is not None:
+            earliest = min(earliest, due)
+        waiting = self.orchestrator.waiting
         for group in self.process_groups.values():
             for proc in group.processes.values():
+                if _key(proc) in waiting:
+                    continue  # started by the orchestrator when its dependencies are met
                 due = due_time(proc, now, mood)
                 if due is not None and due < earliest:
                     earliest = due
         return earliest - now
 
     def ordered_stop_groups_phase_1(self) -> None:
-        # Stop every group sharing the highest priority at once, not one at a time.
+        # Stop every group sharing the highest priority at once, not one at a time,
+        # and a program only after every program depending on it.
         if self.stop_groups:
-            priority = self.stop_groups[-1].config.priority
-            for group in reversed(self.stop_groups):
-                if group.config.priority != priority:
-                    break
+            for group in self.orchestrator.stop_candidates(self.stop_groups):
                 group.stop_all()
 
     def ordered_stop_groups_phase_2(self) -> None:
-        # Drop the fully stopped groups of the current priority; the next priority
-        # level starts only when none of this level is left.
+        # Drop the fully stopped groups; phase 1 picks the next ones among the rest.
         if self.stop_groups:
-            priority = self.stop_groups[-1].config.priority
-            self.stop_groups = [
-                group
-                for group in self.stop_groups
-                if group.config.priority != priority or group.get_unstopped_processes()
-            ]
+            self.stop_groups = [g for g in self.stop_groups if g.get_unstopped_processes()]
 
     def reap(self, once: bool = False, recursionguard: int = 0) -> None:
         # Iterate instead of recursing; tell the watchdog which groups are gone.
@@ -185,6 +196,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             pid, status = self.options.waitpid()
             if not pid:
                 return
+            if self.orchestrator.reaped(pid, status):
+                continue
             if self.watchdog is not None:
                 self.watchdog.remove(pid)
             process = self.options.pidhistory.pop(pid, None)

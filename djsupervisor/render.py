@@ -28,7 +28,9 @@ def _engine_for(path: Path, context: Mapping[str, Any]) -> Engine:
     @library.filter(name="templated")
     def templated(value: Any) -> str:
         """Render the file ``value`` (relative to this config file) to ``<file>.templated``."""
-        source = path.parent / str(value)
+        # A plain str: template literals arrive as SafeString, which pathlib rejects
+        # for single-component names ("nginx.conf").
+        source = path.parent / str.__str__(str(value))
         target = source.with_name(source.name + ".templated")
         target.write_text(render_file(source, context))
         return str(target)
@@ -36,6 +38,26 @@ def _engine_for(path: Path, context: Mapping[str, Any]) -> Engine:
     engine = copy.copy(_base_engine())
     engine.template_builtins = [*engine.template_builtins, library]
     return engine
+
+
+class UnknownVariable(Exception):
+    """A template used a name that is not in the context: a typo, never a wish."""
+
+
+class StrictContext(Context):
+    """A context where an unknown top-level name is an error, also inside tags.
+
+    Django renders unknown names as empty and ``{% if %}`` treats them as false, which
+    hides typos such as ``{% if DEBUG %}`` for ``{% if settings.DEBUG %}``. Missing keys
+    and attributes *below* a known name (``environ.X``, ``settings.X``) stay lenient, so
+    ``{{ environ.PORT|default:"8000" }}`` works.
+    """
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return super().__getitem__(key)
+        except KeyError:
+            raise UnknownVariable(key) from None
 
 
 def _line_of(error: BaseException) -> int | None:
@@ -48,7 +70,14 @@ def render_text(text: str, path: Path, context: Mapping[str, Any]) -> str:
     engine = _engine_for(path, context)
     try:
         template = Template(text, origin=Origin(str(path)), name=str(path), engine=engine)
-        return template.render(Context(dict(context), autoescape=False))
+        return template.render(StrictContext(dict(context), autoescape=False))
+    except UnknownVariable as error:
+        line = _line_of(error)
+        where = f"{path}:{line}" if line else str(path)
+        known = ", ".join(sorted(k for k in context if not k.startswith("_")))
+        raise ConfigError(
+            f"{where}: unknown template variable {error.args[0]!r} (known: {known})"
+        ) from None
     except (TemplateSyntaxError, VariableDoesNotExist) as error:
         line = _line_of(error)
         where = f"{path}:{line}" if line else str(path)

@@ -19,7 +19,7 @@ from supervisor.medusa import asyncore_25 as asyncore
 from supervisor.options import ServerOptions
 from supervisor.states import SupervisorStates
 
-from . import config, guard
+from . import config, guard, rpc, rules
 from .console import Console, ConsoleLogHandler
 from .errors import ConfigError, StartError
 from .loop import ProjectSupervisor
@@ -71,6 +71,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
     """
 
     watchdog: guard.Watchdog | None = None
+    rpcinterface_factories: list[Any]
 
     def __init__(
         self,
@@ -86,6 +87,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         self.hangup_stops = hangup_stops
         self.console = console
         self._mood = SupervisorStates.RUNNING
+        self.rules: dict[str, rules.Rules] = {}
         self.ctl_credentials: dict[str, str] = {}
         self.supervisord_pid = os.getpid()
         self.supervisord_uid = os.getuid()
@@ -93,6 +95,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
     def read_config(self, fp: Any) -> Any:
         try:
             merged = self._load()
+            self.rules = rules.parse_rules(merged)
         except ConfigError as error:
             raise ValueError(str(error)) from None
         ctl = merged.sections.get("supervisorctl", {})
@@ -108,7 +111,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
 
     @property
     def mood(self) -> int:
-        return self._mood
+        return int(self._mood)
 
     @mood.setter
     def mood(self, value: int) -> None:
@@ -116,21 +119,35 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         # config is read; with a broken config nothing would come back. Check first.
         if value == SupervisorStates.RESTARTING and getattr(self, "logger", None) is not None:
             try:
-                build_options(self._load, self.configfile)
+                self.check_config()
             except ConfigError as error:
                 self.logger.error(f"reload refused, keeping the running programs: {error}")
                 return
         self._mood = value
 
+    def check_config(self) -> None:
+        """Raise ``ConfigError`` unless the config sources, as they are now, are valid."""
+        build_options(self._load, self.configfile)
+
+    def realize(self, *args: Any, **kwargs: Any) -> None:
+        super().realize(*args, **kwargs)
+        factories: list[Any] = self.rpcinterface_factories
+        self.rpcinterface_factories = rpc.swap_factories(factories)
+
     def process_config(self, do_usage: bool = True) -> None:
         super().process_config(do_usage=do_usage)
-        if self.console is not None:
-            # The console is fed by log events. Set on every (re)read alike, so
-            # reread/update see no difference between old and new configs.
-            for group in self.process_group_configs:
-                for process in group.process_configs:
+        # Set on every (re)read alike, so reread/update see no spurious changes.
+        for group in self.process_group_configs:
+            oneshot = self.rules.get(group.name, rules.Rules()).oneshot
+            for process in group.process_configs:
+                if self.console is not None:
+                    # The console is fed by log events.
                     process.stdout_events_enabled = True
                     process.stderr_events_enabled = True
+                if oneshot:
+                    # Runs once to completion: success is an expected exit code.
+                    process.autorestart = False
+                    process.startsecs = 0
 
     def make_logger(self) -> None:
         if self.console is None:
@@ -287,11 +304,12 @@ def run_rounds(
     daemonize: bool = False,
     hangup_stops: bool = False,
     console: Console | None = None,
-) -> None:
+) -> str | None:
     """Run supervisord until it shuts down, re-reading the config on every restart.
 
     Mirrors ``supervisor.supervisord.main``. With ``daemonize``, the caller's process
-    gets ``Detached`` once the background process is forked.
+    gets ``Detached`` once the background process is forked. Returns why supervisord
+    stopped on its own (an essential program gone), or ``None`` after a normal stop.
     """
     first = True
     while True:
@@ -306,8 +324,9 @@ def run_rounds(
         options.test = False
         # Django's connections must not be shared with children or the daemon.
         connections.close_all()
+        supervisor = ProjectSupervisor(options)
         try:
-            ProjectSupervisor(options).main()
+            supervisor.main()
         except asyncore.ExitNow:
             pass
         finally:
@@ -316,7 +335,7 @@ def run_rounds(
                 options.close_logger()
         first = False
         if options.mood < SupervisorStates.RESTARTING:
-            return
+            return supervisor.orchestrator.exit_reason
 
 
 def wait_ready(pid: int, is_up: Callable[[], bool], timeout: float) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from djsupervisor import config, ctl, runtime
+from djsupervisor.autoreload import watch as watch_code
 from djsupervisor.console import Console, make_console
 from djsupervisor.errors import SupervisorError
 from djsupervisor.project import Project, ensure_runtime_dir, locate, merged_sections
@@ -165,6 +166,8 @@ class Command(BaseCommand):
                         console.close()
             elif action[0] == "getconfig":
                 self.stdout.write(config.serialize(merged_sections(project, opts).sections))
+            elif action == ["autoreload"]:  # hidden: the watcher program's own command
+                watch_code(project, opts, stdout=self.stdout)
             else:
                 self.control(project, opts, action)
         except SupervisorError as error:
@@ -191,13 +194,15 @@ class Command(BaseCommand):
         )
         with lock, runtime.process_state():
             try:
-                runtime.run_rounds(
+                reason = runtime.run_rounds(
                     load,
                     configfile,
                     daemonize=daemonize,
                     hangup_stops=runtime.has_terminal(),
                     console=console,
                 )
+                if reason:
+                    raise CommandError(reason, returncode=1)
             except runtime.Detached as detached:
                 client = ctl.client_options(load, configfile)
                 runtime.wait_ready(
