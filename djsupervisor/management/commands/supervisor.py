@@ -144,6 +144,8 @@ class Command(BaseCommand):
         try:
             project = locate(project_dir, config_file)
             if not action:
+                # realize() needs the log file's directory: the runtime dir by default.
+                ensure_runtime_dir(project.runtime_dir)
                 # A broken config is one CommandError line, before the system checks
                 # (which would report the same problem as a multi-line SystemCheckError).
                 runtime.build_options(
