@@ -73,7 +73,11 @@ class Orchestrator:
             reason = self.blocked_by(proc)
             if reason is None:
                 self.waiting.pop(_key(proc), None)
-                return spawn()
+                self.options.spawning = proc
+                try:
+                    return spawn()
+                finally:
+                    self.options.spawning = None
             if self.waiting.get(_key(proc)) != reason:
                 self.options.logger.info(f"{proc.config.name}: {reason}")
             self.waiting[_key(proc)] = reason

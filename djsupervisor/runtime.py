@@ -19,7 +19,7 @@ from supervisor.medusa import asyncore_25 as asyncore
 from supervisor.options import ServerOptions
 from supervisor.states import SupervisorStates
 
-from . import config, guard, rpc, rules
+from . import config, guard, rpc, rules, spawn
 from .console import Console, ConsoleLogHandler
 from .errors import ConfigError, StartError
 from .loop import ProjectSupervisor
@@ -72,6 +72,8 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
 
     watchdog: guard.Watchdog | None = None
     rpcinterface_factories: list[Any]
+    #: The process whose spawn() is running, so fork() can use posix_spawn for it.
+    spawning: Any = None
 
     def __init__(
         self,
@@ -196,6 +198,15 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         # child default dispositions before unblocking, so such a signal takes effect.
         self.supervisord_pid = os.getpid()
         self.supervisord_uid = os.getuid()
+        if self.spawning is not None:
+            env = spawn.child_environment(self, self.spawning)
+            for key, value in self.ctl_credentials.items():
+                env.setdefault(key, value)
+            pid = spawn.fast_spawn(self, self.spawning, env, HANDLED_SIGNALS)
+            if pid is not None:
+                if self.watchdog is not None:
+                    self.watchdog.add(pid)
+                return pid
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         pid = os.fork()
         if pid == 0:

@@ -1,0 +1,112 @@
+"""Start a program with ``posix_spawn`` instead of ``fork``, where that is equivalent.
+
+supervisord forks itself for every program. In a ``manage.py`` process, with Django
+loaded, each fork copies a much larger address space than stock supervisord's: 100
+forks took 5-10 times longer than 100 ``posix_spawn`` calls (vfork-based, no copy) on
+the CI machine. This replays supervisord's child-side steps (process group, pipes on
+0-2, environment, directory, umask, default signal handlers) through ``posix_spawn``
+and returns the pid to supervisord as if its own fork had produced it. Programs with
+``user=`` (setuid) and FastCGI programs keep supervisord's fork path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from supervisor.process import Subprocess
+
+
+def _inheritable_fds() -> list[int]:
+    """Descriptors above 2 a spawned program would inherit (Python's own are CLOEXEC)."""
+    try:
+        names = os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                if os.get_inheritable(fd):
+                    found.append(fd)
+    return found
+
+
+def child_environment(options: Any, proc: Any) -> dict[str, str]:
+    """The environment supervisord gives a program (process.py ``_spawn_as_child``)."""
+    config = proc.config
+    env = os.environ.copy()
+    env["SUPERVISOR_ENABLED"] = "1"
+    serverurl = config.serverurl or options.serverurl
+    if serverurl:
+        env["SUPERVISOR_SERVER_URL"] = serverurl
+    env["SUPERVISOR_PROCESS_NAME"] = config.name
+    if proc.group:
+        env["SUPERVISOR_GROUP_NAME"] = proc.group.config.name
+    if config.environment is not None:
+        env.update(config.environment)
+    return env
+
+
+@contextlib.contextmanager
+def _in_directory(directory: str | None) -> Iterator[None]:
+    # Safe because supervisord is single-threaded: nothing else sees the detour.
+    if directory is None:
+        yield
+        return
+    saved = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.chdir(directory)
+        yield
+    finally:
+        os.fchdir(saved)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _with_umask(umask: int | None) -> Iterator[None]:
+    if umask is None:
+        yield
+        return
+    previous = os.umask(umask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def fast_spawn(
+    options: Any, proc: Any, env: dict[str, str], reset_signals: Sequence[int]
+) -> int | None:
+    """Start ``proc``'s program; return its pid, or ``None`` to let supervisord fork."""
+    config = proc.config
+    if type(proc) is not Subprocess or config.uid is not None or not proc.pipes:
+        return None
+    try:
+        filename, argv = proc.get_execv_args()
+    except Exception:
+        return None  # supervisord's own path reports it
+    pipes = proc.pipes
+    stderr = pipes["child_stdout"] if config.redirect_stderr else pipes["child_stderr"]
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_DUP2, pipes["child_stdin"], 0),
+        (os.POSIX_SPAWN_DUP2, pipes["child_stdout"], 1),
+        (os.POSIX_SPAWN_DUP2, stderr, 2),
+    ]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+    try:
+        with _in_directory(config.directory), _with_umask(config.umask):
+            return os.posix_spawn(
+                filename,
+                argv,
+                env,
+                file_actions=actions,
+                setpgroup=0,
+                setsigdef=reset_signals,
+                setsigmask=(),
+            )
+    except OSError:
+        return None  # a bad directory or exec error: supervisord's fork path reports it
