@@ -16,7 +16,14 @@ PSEUDO_SECTIONS = (DEFAULTS, OVERRIDES)
 
 #: Section names supervisord (and supervisorctl) understand, exactly or as a prefix.
 KNOWN_SECTIONS = ("supervisord", "supervisorctl", "unix_http_server", "inet_http_server", "include")
-KNOWN_PREFIXES = ("program:", "group:", "eventlistener:", "fcgi-program:", "rpcinterface:", "ctlplugin:")
+KNOWN_PREFIXES = (
+    "program:",
+    "group:",
+    "eventlistener:",
+    "fcgi-program:",
+    "rpcinterface:",
+    "ctlplugin:",
+)
 PROCESS_PREFIXES = ("program:", "eventlistener:", "fcgi-program:")
 #: Global sections come first in the output, in this order; the rest keep merge order.
 HEAD_ORDER = ("supervisord", "unix_http_server", "inet_http_server", "supervisorctl")
@@ -69,7 +76,7 @@ def is_true(value: str | None) -> bool:
     return value is not None and value.strip().lower() in TRUE_VALUES
 
 
-def _strip_comment(line: str, start: int, origin: str, lineno: int, template: str | None) -> str:
+def _strip_comment(line: str, start: int, where: str, template: str | None) -> str:
     """Cut an inline comment from ``line[start:]`` as supervisord would, or refuse.
 
     A comment the author wrote is fine. A ``" ;"`` or ``" #"`` that came out of a
@@ -81,7 +88,7 @@ def _strip_comment(line: str, start: int, origin: str, lineno: int, template: st
     comment = line[match.start() + 1 :].strip()
     if template is not None and comment not in template:
         raise ConfigError(
-            f"{origin}:{lineno}: rendered value contains {line[match.start():match.end()]!r}, "
+            f"{where}: rendered value contains {line[match.start() : match.end()]!r}, "
             "which supervisord would treat as the start of a comment and cut: "
             f"{line[start:].strip()!r}"
         )
@@ -91,22 +98,33 @@ def _strip_comment(line: str, start: int, origin: str, lineno: int, template: st
 def parse(text: str, origin: str, template: str | None = None) -> Parsed:
     """Parse supervisord INI ``text`` (rendered from ``template``) into sections.
 
-    Option names are lower-cased and continuation lines joined with newlines, as
-    supervisord's own parser does. Sections repeated within one text are merged.
+    Lines are read as supervisord's own parser (Python's configparser) reads them:
+    option names lower-cased; a line indented deeper than its option continues the
+    value, also after blank lines, which stay in the value. Sections repeated within
+    one text are merged.
     """
     parsed = Parsed(origin)
     section: dict[str, str] | None = None
+    name = ""
     key: str | None = None
+    indent = 0
+    blanks = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.rstrip()
-        stripped = line.strip()
-        if not stripped or stripped[0] in ";#":
-            key = None if not stripped else key
+        stripped = raw.strip()
+        if stripped[:1] in (";", "#"):
             continue
-        if line[0].isspace() and section is not None and key is not None:
-            extra = _strip_comment(line, 0, origin, lineno, template)
-            section[key] = f"{section[key]}\n{extra}" if section[key] else extra
+        if not stripped:
+            blanks += 1
             continue
+        level = len(raw) - len(raw.lstrip())
+        if section is not None and key is not None and level > indent:
+            where = f"{origin}:{lineno}: [{name}] {key}"
+            extra = _strip_comment(raw.rstrip(), level, where, template)
+            section[key] = section[key] + "\n" * (blanks + 1) + extra
+            blanks = 0
+            continue
+        blanks = 0
+        indent = level
         header = _SECTION_RE.match(stripped)
         if header:
             name = header.group("name").strip()
@@ -118,9 +136,12 @@ def parse(text: str, origin: str, template: str | None = None) -> Parsed:
         if option is None:
             raise ConfigError(f"{origin}:{lineno}: cannot parse line {stripped!r}")
         if section is None:
-            raise ConfigError(f"{origin}:{lineno}: option {stripped!r} appears before any [section]")
+            raise ConfigError(
+                f"{origin}:{lineno}: option {stripped!r} appears before any [section]"
+            )
         key = option.group("key").strip().lower()
-        section[key] = _strip_comment(stripped, option.start("value"), origin, lineno, template)
+        where = f"{origin}:{lineno}: [{name}] {key}"
+        section[key] = _strip_comment(stripped, option.start("value"), where, template)
     return parsed
 
 
@@ -188,7 +209,9 @@ def apply_options(merged: Merged, options: Options) -> None:
     excluded = {name for name, opts in sections.items() if is_true(opts.pop("exclude", None))}
     for name in excluded:
         del sections[name]
-    _prune_groups(sections, {name.split(":", 1)[1] for name in excluded})
+    _prune_groups(
+        sections, {name.split(":", 1)[1] for name in excluded if name.startswith(PROCESS_PREFIXES)}
+    )
 
     supervisord = sections.setdefault("supervisord", {})
     if options.pidfile:
@@ -254,6 +277,8 @@ def serialize(sections: Mapping[str, Mapping[str, str]]) -> str:
     for name in order:
         lines = [f"[{name}]"]
         for key, value in sections[name].items():
-            lines.append(f"{key} = {value}".rstrip().replace("\n", "\n    "))
+            first, *rest = f"{key} = {value}".split("\n")
+            lines.append(first.rstrip())
+            lines.extend(f"    {line}".rstrip() for line in rest)
         chunks.append("\n".join(lines))
     return "\n\n".join(chunks) + "\n"

@@ -96,8 +96,11 @@ def locate(project_dir: str | Path | None = None, config_file: str | Path | None
     """Resolve the project directory, config file and runtime directory."""
     directory = Path(project_dir).resolve() if project_dir else find_project_dir()
     explicit = config_file is not None or conf.SUPERVISOR_CONFIG_FILE is not None
-    name = config_file if config_file is not None else conf.SUPERVISOR_CONFIG_FILE
-    path = directory / (name or "supervisord.conf")
+    if config_file is not None:
+        # A command-line path is relative to the working directory, like --project-dir.
+        path = Path(config_file)
+    else:
+        path = directory / (conf.SUPERVISOR_CONFIG_FILE or "supervisord.conf")
     runtime = conf.SUPERVISOR_RUNTIME_DIR or default_runtime_dir(directory)
     return Project(directory, path.resolve(), Path(runtime).absolute(), explicit)
 

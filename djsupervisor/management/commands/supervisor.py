@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from djsupervisor import config, ctl, runtime
+from djsupervisor import checks, config, ctl, runtime
 from djsupervisor.autoreload import watch as watch_code
 from djsupervisor.console import Console, make_console
 from djsupervisor.errors import SupervisorError
@@ -39,16 +39,31 @@ def hoist_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[
     head, tail, rest = argv[:start], [], argv[start:]
     i = 0
     while i < len(rest):
-        name = rest[i].split("=", 1)[0]
-        action = known.get(name) if i > 0 else None
+        arg = rest[i]
+        action = known.get(arg.split("=", 1)[0]) if i > 0 else None
+        # A short option with its value attached: -xweb.
+        attached = i > 0 and action is None and arg[:1] == "-" and arg[1:2] not in ("", "-")
+        if attached:
+            action = known.get(arg[:2])
+            if action is None or action.nargs == 0:
+                action = None
         if action is None:
-            tail.append(rest[i])
+            tail.append(arg)
             i += 1
             continue
-        takes_value = action.nargs != 0 and "=" not in rest[i]
+        takes_value = action.nargs != 0 and "=" not in arg and not attached
         head.extend(rest[i : i + 1 + takes_value])
         i += 1 + takes_value
     return head + tail
+
+
+def validate(project: Project, opts: config.Options) -> config.Merged:
+    """Merge the config and have supervisord's own option parser check it."""
+    merged = merged_sections(project, opts)
+    # realize() needs the log file's directory: the runtime dir by default.
+    ensure_runtime_dir(project.runtime_dir)
+    runtime.build_options(lambda: merged, str(project.config_file))
+    return merged
 
 
 def output_fd(stream: Any) -> int:
@@ -144,14 +159,13 @@ class Command(BaseCommand):
         try:
             project = locate(project_dir, config_file)
             if not action:
-                # realize() needs the log file's directory: the runtime dir by default.
-                ensure_runtime_dir(project.runtime_dir)
                 # A broken config is one CommandError line, before the system checks
                 # (which would report the same problem as a multi-line SystemCheckError).
-                runtime.build_options(
-                    lambda: merged_sections(project, opts), str(project.config_file)
-                )
-                self.check()
+                validate(project, opts)
+                # Our own check would build the default config, not this run's
+                # (--config-file, --project-dir): that was validated just now.
+                with checks.config_already_validated():
+                    self.check()
                 console = None
                 if not daemonize:
                     console = make_console(
@@ -167,7 +181,11 @@ class Command(BaseCommand):
                     if console is not None:
                         console.close()
             elif action[0] == "getconfig":
-                self.stdout.write(config.serialize(merged_sections(project, opts).sections))
+                if action[1:]:
+                    extra = " ".join(action[1:])
+                    raise CommandError(f"getconfig takes no arguments, got {extra!r}")
+                # Print only what supervisord would accept.
+                self.stdout.write(config.serialize(validate(project, opts).sections))
             elif action == ["autoreload"]:  # hidden: the watcher program's own command
                 watch_code(project, opts, stdout=self.stdout)
             else:
@@ -184,6 +202,7 @@ class Command(BaseCommand):
         console: Console | None = None,
     ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
+
         def load() -> config.Merged:
             return merged_sections(project, opts)
 
@@ -219,6 +238,7 @@ class Command(BaseCommand):
 
     def control(self, project: Project, opts: config.Options, action: list[str]) -> None:
         """Run one supervisorctl action (or the shell) against the running supervisord."""
+
         def load() -> config.Merged:
             return merged_sections(project, opts)
 
@@ -231,4 +251,6 @@ class Command(BaseCommand):
         if code and getattr(self, "_called_from_command_line", False):
             raise SystemExit(code)  # supervisorctl already said why, on stdout
         if code:
-            raise CommandError(f"supervisorctl {action[0]} exited with status {code}", returncode=code)
+            raise CommandError(
+                f"supervisorctl {action[0]} exited with status {code}", returncode=code
+            )
