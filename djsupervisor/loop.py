@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from supervisor import events
@@ -57,6 +58,20 @@ class WakeupDispatcher:
 
     def close(self) -> None:
         pass
+
+
+def close_logs(dispatchers: Iterable[Any]) -> None:
+    """Close the log files of a program's dispatchers.
+
+    supervisord drops a finished process's dispatchers with their log files still open
+    and leaves the closing to garbage collection or its own exit; this process lives
+    on (the next round, the API's caller), so close them now.
+    """
+    for dispatcher in dispatchers:
+        for name in ("normallog", "capturelog", "childlog"):
+            log = getattr(dispatcher, name, None)
+            if log is not None:
+                log.close()
 
 
 def due_time(proc: Any, now: float, mood: int) -> float | None:
@@ -150,6 +165,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
                             if dispatcher.readable():
                                 dispatcher.handle_read_event()
                 console.drain()
+            for group in self.process_groups.values():
+                close_logs(group.get_dispatchers().values())
 
     def show_output(self, event: Any) -> None:
         console = self.options.console
@@ -204,6 +221,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             if process is None and (self.watchdog is None or pid != self.watchdog.pid):
                 self.options.logger.info(f"reaped unknown pid {pid}")
             else:
+                dispatchers = list(process.dispatchers.values())
                 process.finish(pid, status)
+                close_logs(dispatchers)
             if once:
                 return
