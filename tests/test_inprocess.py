@@ -17,7 +17,7 @@ from djsupervisor.project import default_runtime_dir
 from tests.utils import PROGRAMS, descendants, pid_alive
 
 # The program stops supervisord (its parent: this test process) once it is running.
-STOPPER = f"sh -c 'sleep 0.3; exec {{{{ PYTHON }}}} -c \"import os; os.kill(os.getppid(), 15)\"'"
+STOPPER = "sh -c 'sleep 0.3; exec {{ PYTHON }} -c \"import os; os.kill(os.getppid(), 15)\"'"
 
 
 def open_fds() -> set[int]:
