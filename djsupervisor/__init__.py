@@ -1,5 +1,9 @@
 """djsupervisor: run and control all of a Django project's processes with supervisord."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     AlreadyStarted,
     ConfigError,
@@ -10,12 +14,48 @@ from .errors import (
     SupervisorError,
 )
 
+if TYPE_CHECKING:
+    from .api import StartOptions, connect, get_merged_config, start
+    from .client import ProcessInfo, State, Supervisor, UpdateResult
+
+# The Python API loads on first use: importing djsupervisor (which Django does for
+# INSTALLED_APPS) must stay cheap and must not touch settings.
+_LAZY = {
+    "ProcessInfo": "client",
+    "State": "client",
+    "StartOptions": "api",
+    "Supervisor": "client",
+    "UpdateResult": "client",
+    "connect": "api",
+    "get_merged_config": "api",
+    "start": "api",
+}
+
 __all__ = [
     "AlreadyStarted",
     "ConfigError",
     "NoSuchProcess",
     "NotRunning",
     "NotRunningProcess",
+    "ProcessInfo",
     "StartError",
+    "StartOptions",
+    "State",
+    "Supervisor",
     "SupervisorError",
+    "UpdateResult",
+    "connect",
+    "get_merged_config",
+    "start",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'djsupervisor' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -21,6 +21,8 @@ from .health import CommandProbe, SocketProbe
 from .rules import Dependency, Rules
 
 Key = tuple[str, str]  # (group name, process name)
+#: How a waiting reason starts when the program will never start on its own.
+NEVER_STARTS = "not started"
 UP_STATES = (ProcessStates.STARTING, ProcessStates.RUNNING)
 
 
@@ -115,7 +117,7 @@ class Orchestrator:
         for dep in self.rules(_key(proc)[0]).depends_on:
             met, failure = self._condition(dep)
             if failure:
-                return f"not started: {failure}"
+                return f"{NEVER_STARTS}: {failure}"
             if not met:
                 waiting.append(str(dep))
         return f"waiting for {', '.join(waiting)}" if waiting else None

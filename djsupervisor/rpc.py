@@ -13,6 +13,7 @@ from supervisor.rpcinterface import SupervisorNamespaceRPCInterface, make_main_r
 from supervisor.xmlrpc import Faults, RPCError
 
 from .errors import ConfigError
+from .orchestrator import NEVER_STARTS
 
 
 class ProjectRPCInterface(SupervisorNamespaceRPCInterface):  # type: ignore[misc]
@@ -25,7 +26,7 @@ class ProjectRPCInterface(SupervisorNamespaceRPCInterface):  # type: ignore[misc
         waiting, health = orchestrator.describe(process)
         if waiting and info["state"] in (ProcessStates.STOPPED, ProcessStates.EXITED):
             # Shown as starting: it will start by itself once its dependencies are met.
-            if not waiting.startswith("not started"):
+            if not waiting.startswith(NEVER_STARTS):
                 info["state"] = ProcessStates.STARTING
                 info["statename"] = "STARTING"
             info["description"] = waiting
@@ -41,7 +42,7 @@ class ProjectRPCInterface(SupervisorNamespaceRPCInterface):  # type: ignore[misc
             state = process.get_state()
             reason = orchestrator.blocked_by(process)
             if reason is not None and state not in (ProcessStates.STARTING, ProcessStates.RUNNING):
-                if reason.startswith("not started"):
+                if reason.startswith(NEVER_STARTS):
                     raise RPCError(Faults.SPAWN_ERROR, f"{name}: {reason}")
                 # Accepted: it starts as soon as its dependencies are met.
                 process.spawn()

@@ -1,0 +1,228 @@
+"""Start, connect to and inspect a project's supervisord from Python."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypedDict
+
+from . import config, ctl
+from .client import ProcessInfo, Supervisor, UpdateResult
+from .errors import StartError, SupervisorError
+from .project import Project, ensure_runtime_dir, locate, merged_sections
+
+__all__ = [
+    "ProcessInfo",
+    "StartOptions",
+    "Supervisor",
+    "UpdateResult",
+    "connect",
+    "get_merged_config",
+    "start",
+]
+
+#: Environment variable telling ``python -m djsupervisor`` to stop when its parent dies.
+PARENT_PID_ENV = "DJSUPERVISOR_PARENT_PID"
+CONSOLE_LOG = "console.log"
+
+
+class StartOptions(TypedDict, total=False):
+    """``start()``'s keyword arguments, for code that passes them around."""
+
+    project_dir: str | Path | None
+    config_file: str | Path | None
+    launch: Sequence[str]
+    nolaunch: Sequence[str]
+    exclude: Sequence[str]
+    include: Sequence[str]
+    autoreload: bool
+    wait: bool
+    timeout: float
+
+
+def _setup_django() -> None:
+    """Set Django up from DJANGO_SETTINGS_MODULE unless the caller already did."""
+    from django.apps import apps
+
+    if not apps.ready:
+        import django
+
+        django.setup()
+
+
+def _options(
+    launch: Sequence[str],
+    nolaunch: Sequence[str],
+    exclude: Sequence[str],
+    include: Sequence[str],
+    autoreload: bool,
+) -> config.Options:
+    for names in (launch, nolaunch, exclude, include):
+        if isinstance(names, str):
+            raise TypeError(f"expected a sequence of program names, got the string {names!r}")
+    return config.Options(
+        launch=tuple(launch),
+        nolaunch=tuple(nolaunch),
+        exclude=tuple(exclude),
+        include=tuple(include),
+        noreload=not autoreload,
+    )
+
+
+def _channel(project: Project, opts: config.Options) -> tuple[str, str | None, str | None]:
+    """The control channel's URL and credentials; a config that does not build raises."""
+
+    def load() -> config.Merged:
+        return merged_sections(project, opts)
+
+    client = ctl.client_options(load, str(project.config_file))
+    return client.serverurl, client.username, client.password
+
+
+def get_merged_config(
+    *,
+    project_dir: str | Path | None = None,
+    config_file: str | Path | None = None,
+    launch: Sequence[str] = (),
+    nolaunch: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    include: Sequence[str] = (),
+    autoreload: bool = False,
+) -> str:
+    """Return the merged configuration text supervisord would get (``getconfig``)."""
+    _setup_django()
+    project = locate(project_dir, config_file)
+    opts = _options(launch, nolaunch, exclude, include, autoreload)
+    return config.serialize(merged_sections(project, opts).sections)
+
+
+def connect(
+    *, project_dir: str | Path | None = None, config_file: str | Path | None = None
+) -> Supervisor:
+    """Return a handle on the project's running supervisord (``--daemonize``d, say).
+
+    Nothing is contacted yet: calls on the handle raise ``NotRunning`` when nothing runs.
+    """
+    _setup_django()
+    return Supervisor(*_channel(locate(project_dir, config_file), config.Options()))
+
+
+def _settings_module() -> str:
+    from django.conf import settings
+
+    module = getattr(settings, "SETTINGS_MODULE", None) or os.environ.get("DJANGO_SETTINGS_MODULE")
+    if not module:
+        raise StartError(
+            "start() runs supervisord with your settings module, but Django was configured "
+            "without one (settings.configure()); set DJANGO_SETTINGS_MODULE"
+        )
+    return str(module)
+
+
+def _child_env() -> dict[str, str]:
+    """The caller's environment, settings module and import path, for the child."""
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = _settings_module()
+    path = [os.path.abspath(entry or os.curdir) for entry in sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
+    if threading.current_thread() is threading.main_thread():
+        # The kernel's parent-death signal fires when the *thread* that forked dies:
+        # only the main thread lives as long as the caller.
+        env[PARENT_PID_ENV] = str(os.getpid())
+    else:
+        env.pop(PARENT_PID_ENV, None)
+    return env
+
+
+def _command(project: Project, config_file: str | Path | None, opts: config.Options) -> list[str]:
+    args = [sys.executable, "-m", "djsupervisor", "--quiet", f"--project-dir={project.directory}"]
+    if config_file is not None:
+        args.append(f"--config-file={project.config_file}")
+    for flag, names in (
+        ("--launch", opts.launch),
+        ("--nolaunch", opts.nolaunch),
+        ("--exclude", opts.exclude),
+        ("--include", opts.include),
+    ):
+        args.extend(f"{flag}={name}" for name in names)
+    if opts.noreload:
+        args.append("--noreload")
+    return args
+
+
+def _wait_answering(handle: Supervisor, pid: int, deadline: float) -> None:
+    """Wait until our own supervisord (not another instance) answers on the channel."""
+    while True:
+        try:
+            if handle._call("supervisor.getPID") == pid:
+                return
+        except SupervisorError:
+            pass
+        handle._raise_if_exited("supervisord exited during startup")
+        if time.monotonic() >= deadline:
+            raise StartError(f"supervisord did not answer in time; see {handle.console_log}")
+        time.sleep(0.02)
+
+
+def start(
+    *,
+    project_dir: str | Path | None = None,
+    config_file: str | Path | None = None,
+    launch: Sequence[str] = (),
+    nolaunch: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    include: Sequence[str] = (),
+    autoreload: bool = False,
+    wait: bool = True,
+    timeout: float = 30.0,
+) -> Supervisor:
+    """Run the project's supervisord in a background process; return a handle on it.
+
+    supervisord runs as ``manage.py supervisor`` would, with your settings module, in
+    its own session (your signals and terminal stay yours), and stops when your
+    process dies. Returns once it answers and, with ``wait``, every autostart program
+    has left STARTING. Raises ``ConfigError`` for a configuration that does not build
+    and ``StartError`` (with supervisord's reason) when it cannot start.
+    """
+    _setup_django()
+    project = locate(project_dir, config_file)
+    opts = _options(launch, nolaunch, exclude, include, autoreload)
+    channel = _channel(project, opts)
+    if Supervisor(*channel)._answers():
+        raise StartError(
+            f"supervisord is already running for this project ({channel[0]}); "
+            "use djsupervisor.connect()"
+        )
+    ensure_runtime_dir(project.runtime_dir)
+    console_log = project.runtime_dir / CONSOLE_LOG
+    deadline = time.monotonic() + timeout
+    with console_log.open("ab") as output:
+        offset = output.tell()
+        process = subprocess.Popen(
+            _command(project, config_file, opts),
+            env=_child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    handle = Supervisor(
+        *channel, process=process, console_log=console_log, console_offset=offset
+    )
+    try:
+        _wait_answering(handle, process.pid, deadline)
+        if wait:
+            try:
+                handle._wait_autostarted(max(deadline - time.monotonic(), 0.0))
+            except SupervisorError as error:
+                handle._raise_if_exited("supervisord exited during startup")
+                raise StartError(str(error)) from None
+    except BaseException:
+        handle.terminate()
+        raise
+    return handle
