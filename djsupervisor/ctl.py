@@ -7,12 +7,13 @@ import errno
 import io
 import sys
 import xmlrpc.client
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, NoReturn
 
+from supervisor import supervisorctl
 from supervisor.options import ClientOptions
 from supervisor.supervisorctl import Controller
-from supervisor.xmlrpc import SupervisorTransport
+from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from . import config
 from .errors import ConfigError, NotRunning
@@ -27,6 +28,19 @@ class ProjectClientOptions(ClientOptions):  # type: ignore[misc]
         super().__init__()
         self._load = load
         self.configfile = configfile
+        self._proxies: list[Any] = []
+
+    def getServerProxy(self) -> Any:
+        # supervisorctl makes a proxy per call and never closes its connection: keep
+        # them, so that an in-process caller (call_command) leaks no sockets.
+        proxy = super().getServerProxy()
+        self._proxies.append(proxy)
+        return proxy
+
+    def close_proxies(self) -> None:
+        for proxy in self._proxies:
+            proxy("close")()
+        self._proxies.clear()
 
     def read_config(self, fp: Any) -> Any:
         try:
@@ -64,7 +78,8 @@ def ping(serverurl: str, username: str | None, password: str | None) -> None:
     """Raise ``NotRunning`` unless supervisord answers on ``serverurl``."""
     where = describe_channel(serverurl)
     try:
-        server_proxy(serverurl, username, password).supervisor.getState()
+        with server_proxy(serverurl, username, password) as proxy:  # closes the connection
+            proxy.supervisor.getState()
     except xmlrpc.client.ProtocolError as error:
         if error.errcode == 401:
             raise NotRunning(
@@ -109,6 +124,59 @@ class _Writer(io.TextIOBase):
             self._out.flush()
 
 
+class _DaemonFgThread(supervisorctl.fgthread):  # type: ignore[misc]
+    """``fg``'s output thread, as a daemon thread that can be stopped at any time.
+
+    When ``fg`` ends (stdin closed, Ctrl-C) the stock thread is only told to stop: it
+    sits in its asyncore poll, and keeps the process alive, for up to 30 s more. And
+    if stdin ends before the thread connected, the stock ``kill()`` fails on the
+    unconnected handlers and ``fg`` exits 1 with an AttributeError.
+    """
+
+    def __init__(self, program: str, ctl: Any) -> None:
+        super().__init__(program, ctl)
+        self.daemon = True
+
+    def kill(self) -> None:
+        self.killed = True
+        for handler in (self.output_handler, self.error_handler):
+            with contextlib.suppress(Exception):  # not connected yet: nothing to close
+                handler.close()
+
+
+@contextlib.contextmanager
+def _daemon_fg_thread() -> Iterator[None]:
+    original = supervisorctl.fgthread
+    supervisorctl.fgthread = _DaemonFgThread
+    try:
+        yield
+    finally:
+        supervisorctl.fgthread = original
+
+
+class ProjectController(Controller):  # type: ignore[misc]
+    """supervisorctl's controller, with a readable answer when a config reload is refused."""
+
+    def _reread(self, action: str, arg: str) -> None:
+        # With the config on disk broken, the server refuses reload and update
+        # (CANT_REREAD); stock supervisorctl re-raises that fault and prints a raw
+        # "error: <class 'xmlrpc.client.Fault'> ..." line. Answer as reread does.
+        plugin = next(p for p in self.options.plugins if hasattr(p, f"do_{action}"))
+        try:
+            getattr(plugin, f"do_{action}")(arg)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != Faults.CANT_REREAD:
+                raise
+            self.output(f"ERROR: {fault.faultString}")
+            self.exitstatus = supervisorctl.LSBInitExitStatuses.GENERIC
+
+    def do_reload(self, arg: str) -> None:
+        self._reread("reload", arg)
+
+    def do_update(self, arg: str) -> None:
+        self._reread("update", arg)
+
+
 def is_action(options: ClientOptions, name: str) -> bool:
     """Tell whether supervisorctl (with its configured plugins) knows the action ``name``."""
     controller = Controller(options, stdout=io.StringIO())
@@ -129,15 +197,18 @@ def run(
     if not args or args[0] != "help":
         ping(options.serverurl, options.username, options.password)
     # tail -f writes to sys.stdout directly, not to the Controller's stdout.
-    with contextlib.redirect_stdout(writer):
-        if args and args[0] != "shell":
-            controller = Controller(options, stdout=writer)
-            controller.onecmd(" ".join(args))
-            return int(controller.exitstatus)
-        stdin = stdin or sys.stdin
-        controller = Controller(options, stdin=stdin, stdout=writer)
-        if not stdin.isatty():
-            controller.use_rawinput = False
-            controller.prompt = ""
-        controller.exec_cmdloop([], options)
-        return 0
+    with contextlib.redirect_stdout(writer), _daemon_fg_thread():
+        try:
+            if args and args[0] != "shell":
+                controller = ProjectController(options, stdout=writer)
+                controller.onecmd(" ".join(args))
+                return int(controller.exitstatus)
+            stdin = stdin or sys.stdin
+            controller = ProjectController(options, stdin=stdin, stdout=writer)
+            if not stdin.isatty():
+                controller.use_rawinput = False
+                controller.prompt = ""
+            controller.exec_cmdloop([], options)
+            return 0
+        finally:
+            options.close_proxies()

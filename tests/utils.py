@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 REPO = Path(__file__).resolve().parent.parent
@@ -298,4 +299,140 @@ class LineReader:
         code = self.proc.wait(timeout=timeout)
         self._thread.join(timeout=timeout)
         self._stream.close()
+        return code
+
+
+# --- Helpers for the reliability and event-loop tests ---------------------------------
+
+
+class Rpc:
+    """XML-RPC access to a project's supervisord, with supervisorctl's credentials."""
+
+    def __init__(self, project: Project) -> None:
+        ctl = ctl_section(project)
+        self.serverurl = ctl["serverurl"]
+        self.username = ctl["username"]
+        self.password = ctl["password"]
+
+    def transport(self) -> Any:
+        from supervisor.xmlrpc import SupervisorTransport
+
+        return SupervisorTransport(self.username, self.password, self.serverurl)
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Call ``method`` (dotted, e.g. ``supervisor.getState``) on a fresh connection."""
+        import functools
+        import xmlrpc.client
+
+        transport = self.transport()
+        try:
+            proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport)
+            return functools.reduce(getattr, method.split("."), proxy)(*args)
+        finally:
+            transport.close()
+
+    def info(self) -> dict[str, dict[str, Any]]:
+        return {entry["name"]: entry for entry in self.call("supervisor.getAllProcessInfo")}
+
+    def wait_states(
+        self,
+        expected: dict[str, str],
+        server: subprocess.Popen[str] | None = None,
+        timeout: float = 30,
+    ) -> dict[str, dict[str, Any]]:
+        """Poll until every named program is in its expected state; return the info.
+
+        Fails early if ``server`` (the foreground manage.py) has exited.
+        """
+        import xmlrpc.client
+
+        deadline = time.monotonic() + timeout
+        seen: dict[str, dict[str, Any]] = {}
+        while time.monotonic() < deadline:
+            if server is not None and server.poll() is not None:
+                raise AssertionError(f"server exited with {server.returncode}")
+            try:
+                seen = self.info()
+            except (OSError, xmlrpc.client.Fault, xmlrpc.client.ProtocolError):
+                seen = {}  # not answering yet, or between two rounds
+            states = {name: seen[name]["statename"] for name in expected if name in seen}
+            if states == expected:
+                return seen
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {expected}; last seen {seen}")
+
+
+def _take_controlling_terminal() -> None:
+    # Runs in the child after setsid(): make the pty on fd 0 its controlling terminal.
+    import fcntl
+    import termios
+
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """``manage.py supervisor ARGS`` with a pseudo-terminal as its controlling terminal.
+
+    manage.py leads its own session; the test holds the pty's master side, collects
+    the output, and can hang up as a closed terminal window would.
+    """
+
+    def __init__(self, project: Project, *args: str) -> None:
+        import threading
+
+        master, slave = os.openpty()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(project.path / "manage.py"), "supervisor", *args],
+                cwd=project.path,
+                env=project.env(),
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                text=True,
+                start_new_session=True,
+                preexec_fn=_take_controlling_terminal,
+            )
+        finally:
+            os.close(slave)
+        project.started.append(self.proc)
+        self._master = master
+        self._chunks: list[bytes] = []
+        self._hang_up = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        import select
+
+        try:
+            while not self._hang_up.is_set():
+                ready, _, _ = select.select([self._master], [], [], 0.05)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(self._master, 4096)
+                except OSError:  # EIO: nothing holds the terminal open any more
+                    return
+                if not data:
+                    return
+                self._chunks.append(data)
+        finally:
+            # Closed here, not by another thread: a close while os.read() blocks on the
+            # same descriptor would not hang the terminal up.
+            os.close(self._master)
+
+    @property
+    def text(self) -> str:
+        return b"".join(self._chunks).decode(errors="replace").replace("\r\n", "\n")
+
+    def hang_up(self) -> None:
+        """Close the master side: the kernel sends SIGHUP to the session leader."""
+        self._hang_up.set()
+        self._thread.join(timeout=10)
+
+    def finish(self, timeout: float = 20) -> int:
+        """Wait for manage.py to exit and its output to be read; return its exit code."""
+        code = self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=timeout)
         return code
