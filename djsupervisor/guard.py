@@ -93,9 +93,10 @@ class Watchdog:
     def remove(self, pgid: int) -> None:
         self._send(b"-%d\n" % pgid)
 
-    def close(self) -> None:
-        """Say goodbye (nothing to kill) and reap the watchdog."""
-        self._send(b"bye\n")
+    def close(self, clean: bool = True) -> None:
+        """Reap the watchdog; unless ``clean``, it first kills the groups still listed."""
+        if clean:
+            self._send(b"bye\n")
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

@@ -18,10 +18,12 @@ from typing import Any
 
 from supervisor import events
 from supervisor.datatypes import RestartUnconditionally
+from supervisor.medusa import asyncore_25 as asyncore
 from supervisor.process import ProcessStates
 from supervisor.states import SupervisorStates
 from supervisor.supervisord import Supervisor
 
+from . import signals
 from .console import ConsoleDispatcher
 from .guard import Watchdog
 from .orchestrator import Orchestrator, _key
@@ -120,6 +122,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         socket_map = self.options.get_socket_map()
         socket_map[read_fd] = WakeupDispatcher(read_fd)
         previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        events.subscribe(events.ProcessStateEvent, signals.forward_state_event)
         console = self.options.console
         if console is not None:
             socket_map[console.fd] = ConsoleDispatcher(console)
@@ -145,8 +148,12 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         poller.poll = poll
         self.watchdog = Watchdog()
         self.options.watchdog = self.watchdog
+        clean = False
         try:
             super().runforever()
+        except asyncore.ExitNow:
+            clean = True  # supervisord's own way out, once every program has stopped
+            raise
         finally:
             poller.poll = original_poll
             signal.set_wakeup_fd(previous_fd)
@@ -155,7 +162,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             os.close(write_fd)
             self.orchestrator.close()
             self.options.watchdog = None
-            self.watchdog.close()
+            # After a crash the watchdog kills what is left, as if we had been SIGKILLed.
+            self.watchdog.close(clean=clean)
             if console is not None:
                 socket_map.pop(console.fd, None)
                 # Output of the last moments (a traceback at exit) must still show.
@@ -193,6 +201,12 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
                 due = due_time(proc, now, mood)
                 if due is not None and due < earliest:
                     earliest = due
+        # A deferred XML-RPC answer (start/stop with wait) is re-checked only once its
+        # channel's delay has passed (writable() says no until then).
+        for dispatcher in self.options.get_socket_map().values():
+            delay = getattr(dispatcher, "delay", 0)
+            if delay:
+                earliest = min(earliest, dispatcher.last_writable_check + delay + 0.001)
         return earliest - now
 
     def ordered_stop_groups_phase_1(self) -> None:

@@ -152,6 +152,24 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
                     process.startsecs = 0
 
     def make_logger(self) -> None:
+        # supervisord opens its log file unchecked: a bad path would be a traceback.
+        try:
+            self._make_logger()
+        except OSError as error:
+            raise StartError(f"cannot open log file {self.logfile}: {error.strerror}") from None
+
+    def write_pidfile(self) -> None:
+        # supervisord only logs a failure and runs on, unfindable by its pid file.
+        pid = os.getpid()
+        try:
+            with open(self.pidfile, "w") as stream:
+                stream.write(f"{pid}\n")
+        except OSError as error:
+            raise StartError(f"cannot write pid file {self.pidfile}: {error.strerror}") from None
+        self.unlink_pidfile = True
+        self.logger.info(f"supervisord started with pid {pid}")
+
+    def _make_logger(self) -> None:
         if self.console is None:
             super().make_logger()
             return
