@@ -20,7 +20,7 @@ from typing import Any, Literal
 from .harness import Processes
 
 #: Area modules, imported in this order; their benchmarks run in registration order.
-AREAS = ("config", "runtime")
+AREAS = ("config", "runtime", "orchestration", "console", "autoreload")
 
 Unit = Literal["s", "%", "MiB"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import socket
 import stat
 import sys
 import time
@@ -22,7 +23,6 @@ PARTIAL_DELAY = 0.5
 SUPERVISOR_NAME = "supervisor"
 COLORS = (36, 33, 32, 35, 34, 91, 96, 93, 92, 95, 94)
 RESET = b"\x1b[0m"
-CHUNK = 65536
 
 
 def use_color(fd: int, environ: Mapping[str, str], *, no_color: bool, force_color: bool) -> bool:
@@ -66,6 +66,20 @@ class Console:
     partials: dict[tuple[str, str], tuple[bytes, float]] = field(default_factory=dict)
     colors: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._socket: socket.socket | None = None
+        with contextlib.suppress(OSError):
+            if stat.S_ISSOCK(os.fstat(self.fd).st_mode):
+                # A socket (systemd's journal) cannot be reopened like a pipe or a
+                # terminal, and O_NONBLOCK on it would reach everyone sharing it:
+                # MSG_DONTWAIT makes each send non-blocking on its own.
+                self._socket = socket.socket(fileno=self.fd)
+
+    def _write(self, data: memoryview) -> int:
+        if self._socket is not None:
+            return self._socket.send(data, socket.MSG_DONTWAIT)
+        return os.write(self.fd, data)
+
     def add_names(self, names: list[str]) -> None:
         for name in names:
             self.width = max(self.width, len(name))
@@ -99,9 +113,11 @@ class Console:
         if name not in self.colors:
             self.add_names([name])
         head = self._prefix(name, b"|" if channel == "stdout" else b"!", now)
-        lines = data[:cut].split(b"\n")
         if head:
-            self.pending += head + (b"\n" + head).join(lines) + b"\n"
+            # One pass of bytes.replace: several times faster than split and join.
+            self.pending += head
+            self.pending += data[:cut].replace(b"\n", b"\n" + head)
+            self.pending += b"\n"
         else:
             self.pending += data[: cut + 1]
         self.flush()
@@ -134,7 +150,9 @@ class Console:
         """Write as much as the console takes now, without blocking."""
         while self.pending:
             try:
-                written = os.write(self.fd, self.pending[:CHUNK])
+                # A view, not a copy; the kernel takes what fits.
+                with memoryview(self.pending) as view:
+                    written = self._write(view)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -147,14 +165,21 @@ class Console:
     def drain(self, timeout: float = 5.0) -> None:
         """At exit: show everything left, waiting at most ``timeout`` for the console."""
         self.flush_partials(force=True)
+        # Give up on a console that takes nothing for ``timeout`` (a stopped terminal),
+        # not on one that is merely slow.
         deadline = time.monotonic() + timeout
         while self.pending and time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError):
                 select.select([], [self.fd], [], max(0.0, deadline - time.monotonic()))
+            left = len(self.pending)
             self.flush()
+            if len(self.pending) < left:
+                deadline = time.monotonic() + timeout
 
     def close(self) -> None:
         self.drain()
+        if self._socket is not None:
+            self._socket.detach()
         with contextlib.suppress(OSError):
             os.close(self.fd)
 

@@ -142,7 +142,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         for group in self.process_group_configs:
             oneshot = self.rules.get(group.name, rules.Rules()).oneshot
             for process in group.process_configs:
-                if self.console is not None:
+                if self.console is not None and not self.console.quiet:
                     # The console is fed by log events.
                     process.stdout_events_enabled = True
                     process.stderr_events_enabled = True
