@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings as django_settings
+
+from .errors import SettingError
+
+
+def _names(name: str, value: Any) -> list[str]:
+    """A list of strings, or a one-line error naming the setting."""
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise SettingError(f"{name} must be a list of strings, got {value!r}")
+    bad = [item for item in value if not isinstance(item, str)]
+    if bad:
+        raise SettingError(f"{name} must be a list of strings; {bad[0]!r} is not one")
+    return list(value)
 
 
 class Settings:
@@ -37,6 +50,35 @@ class Settings:
     @property
     def SUPERVISOR_AUTORELOAD_IGNORE_PATTERNS(self) -> list[str]:
         return list(self._get("SUPERVISOR_AUTORELOAD_IGNORE_PATTERNS", [".*", "#*", "*~"]))
+
+    @property
+    def SUPERVISOR_CONTRIB(self) -> bool | list[str]:
+        """Which shipped contrib configs apply: all (True), none (False) or these app labels."""
+        value = self._get("SUPERVISOR_CONTRIB", True)
+        if isinstance(value, bool):
+            return value
+        return _names("SUPERVISOR_CONTRIB", value)
+
+    @property
+    def SUPERVISOR_ENV_FILES(self) -> list[Path]:
+        """dotenv files for every program, relative to the project directory."""
+        value = self._get("SUPERVISOR_ENV_FILES", [])
+        if isinstance(value, (str, Path)) or not isinstance(value, Sequence):
+            raise SettingError(f"SUPERVISOR_ENV_FILES must be a list of paths, got {value!r}")
+        bad = [item for item in value if not isinstance(item, (str, Path))]
+        if bad:
+            raise SettingError(
+                f"SUPERVISOR_ENV_FILES must be a list of paths; {bad[0]!r} is not one"
+            )
+        return [Path(item) for item in value]
+
+    @property
+    def SUPERVISOR_CELERY_APP(self) -> str | None:
+        """The Celery app (``celery -A``) of the contrib ``celerybeat`` program."""
+        value = self._get("SUPERVISOR_CELERY_APP", None)
+        if value is not None and not isinstance(value, str):
+            raise SettingError(f"SUPERVISOR_CELERY_APP must be a string, got {value!r}")
+        return value
 
 
 conf = Settings()

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from .errors import ConfigError, UnknownName
 
 Sections = dict[str, dict[str, str]]
 
@@ -49,6 +49,8 @@ class Options:
     noreload: bool = False
     pidfile: str | None = None
     logfile: str | None = None
+    #: dotenv files whose variables every program gets (after ``SUPERVISOR_ENV_FILES``).
+    env_files: tuple[str, ...] = ()
 
 
 @dataclass
@@ -181,7 +183,7 @@ def _find_process(sections: Sections, name: str, option: str) -> str:
         if prefix + name in sections and prefix + name not in PSEUDO_SECTIONS:
             return prefix + name
     known = ", ".join(sorted(process_names(sections))) or "none"
-    raise ConfigError(f"{option} {name}: no program named {name!r} (programs: {known})")
+    raise UnknownName(f"{option} {name}: no program named {name!r} (programs: {known})")
 
 
 def apply_options(merged: Merged, options: Options) -> None:

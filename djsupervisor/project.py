@@ -19,9 +19,9 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.crypto import salted_hmac
 
-from . import config, render
+from . import config, envfiles, render
 from .conf import conf
-from .errors import ConfigError
+from .errors import ConfigError, MissingConfigFile, NoCommand, UnknownName
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_FILE = PACKAGE_DIR / "builtin" / "supervisord.conf"
@@ -105,16 +105,41 @@ def locate(project_dir: str | Path | None = None, config_file: str | Path | None
     return Project(directory, path.resolve(), Path(runtime).absolute(), explicit)
 
 
+def contrib_labels() -> list[str]:
+    """The app labels djsupervisor ships a config for (``contrib/<label>/supervisord.conf``)."""
+    if not CONTRIB_DIR.is_dir():
+        return []
+    return sorted(p.parent.name for p in CONTRIB_DIR.glob("*/supervisord.conf"))
+
+
+def enabled_contrib() -> set[str]:
+    """The contrib app labels ``SUPERVISOR_CONTRIB`` enables; a label we do not ship is an error."""
+    setting = conf.SUPERVISOR_CONTRIB
+    available = contrib_labels()
+    if setting is True:
+        return set(available)
+    if setting is False:
+        return set()
+    unknown = [label for label in setting if label not in available]
+    if unknown:
+        raise UnknownName(
+            f"SUPERVISOR_CONTRIB: no contrib config for app label {unknown[0]!r} "
+            f"(available: {', '.join(available) or 'none'})"
+        )
+    return set(setting)
+
+
 def find_sources(project: Project) -> list[Source]:
     """List config files, lowest priority first: built-in, apps, project."""
     sources = [Source(BUILTIN_FILE)]
+    contrib_enabled = enabled_contrib()
     for app in apps.get_app_configs():
         own = Path(app.path) / "management" / "supervisord.conf"
         contrib = CONTRIB_DIR / app.label / "supervisord.conf"
-        for path in (own, contrib):
-            if path.is_file():
-                sources.append(Source(path, Path(app.path)))
-                break
+        if own.is_file():
+            sources.append(Source(own, Path(app.path)))
+        elif app.label in contrib_enabled and contrib.is_file():
+            sources.append(Source(contrib, Path(app.path)))
     if project.explicit_config or project.config_file.is_file():
         sources.append(Source(project.config_file))
     return sources
@@ -131,15 +156,30 @@ def credentials(project: Project) -> tuple[str, str]:
     return USERNAME, digest[:32]
 
 
-def template_context(project: Project, options: config.Options) -> dict[str, Any]:
-    """Return the context every config file is rendered with."""
+def project_package() -> str:
+    """The top-level package of the settings module (``mysite`` for ``mysite.settings``)."""
+    module = os.environ.get("DJANGO_SETTINGS_MODULE") or getattr(settings, "SETTINGS_MODULE", None)
+    return str(module).split(".", 1)[0] if module else ""
+
+
+def env_file_paths(project: Project, options: config.Options) -> list[Path]:
+    """``SUPERVISOR_ENV_FILES`` (relative to the project directory), then ``--env-file``s."""
+    paths = [project.directory / path for path in conf.SUPERVISOR_ENV_FILES]
+    return paths + [Path(path) for path in options.env_files]
+
+
+def template_context(
+    project: Project, options: config.Options, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Return the context every config file is rendered with (``env``: env files' variables)."""
     return {
         "PROJECT_DIR": str(project.directory),
+        "PROJECT_PACKAGE": project_package(),
         "RUNTIME_DIR": str(project.runtime_dir),
         "PYTHON": sys.executable,
         "SUPERVISOR_OPTIONS": dataclasses.asdict(options),
         "settings": settings,
-        "environ": dict(os.environ),
+        "environ": {**os.environ, **(env or {})},
     }
 
 
@@ -153,21 +193,29 @@ def _parse_source(source: Source, context: Mapping[str, Any]) -> config.Parsed:
 
 def merged_sections(project: Project, options: config.Options) -> config.Merged:
     """Render, merge and complete every source; return sections with their origins."""
-    context = template_context(project, options)
+    env = envfiles.load(env_file_paths(project, options))
+    context = template_context(project, options, env)
     merged = config.merge(_parse_source(source, context) for source in find_sources(project))
     config.apply_options(merged, options)
     if not config.process_names(merged.sections):
-        raise ConfigError(
+        raise MissingConfigFile(
             f"{project.config_file}: no programs configured; create this file "
             "(or set SUPERVISOR_CONFIG_FILE) with at least one [program:name] section"
         )
     for name, values in merged.sections.items():
         if name.startswith(config.PROCESS_PREFIXES) and not values.get("command", "").strip():
-            raise ConfigError(f"{merged.where(name)}: [{name}] has no command")
+            raise NoCommand(f"{merged.where(name)}: [{name}] has no command")
     if len(str(project.socket_path)) > MAX_SOCKET_PATH:
         raise ConfigError(
             f"control socket path {project.socket_path} is too long for a unix socket; "
             "set SUPERVISOR_RUNTIME_DIR to a shorter directory"
+        )
+    if env:
+        # supervisord gives [supervisord] environment= to every program and applies a
+        # program's own environment= over it; the user's own keys there win too.
+        supervisord = merged.sections.setdefault("supervisord", {})
+        supervisord["environment"] = envfiles.environment_option(
+            env, supervisord.get("environment")
         )
     username, password = credentials(project)
     config.add_control_channel(

@@ -11,7 +11,7 @@ from typing import Any
 from django.template import Context, Engine, Library, Template, TemplateSyntaxError
 from django.template.base import Origin, VariableDoesNotExist
 
-from .errors import ConfigError
+from .errors import ConfigError, MissingConfigFile, TemplateError
 
 
 @functools.cache
@@ -32,7 +32,12 @@ def _engine_for(path: Path, context: Mapping[str, Any]) -> Engine:
         # for single-component names ("nginx.conf").
         source = path.parent / str.__str__(str(value))
         target = source.with_name(source.name + ".templated")
-        target.write_text(render_file(source, context))
+        try:
+            text = render_file(source, context)
+        except MissingConfigFile as error:
+            # A template error of this file (E003), not a missing project file (E002).
+            raise TemplateError(str(error)) from None
+        target.write_text(text)
         return str(target)
 
     engine = copy.copy(_base_engine())
@@ -75,13 +80,13 @@ def render_text(text: str, path: Path, context: Mapping[str, Any]) -> str:
         line = _line_of(error)
         where = f"{path}:{line}" if line else str(path)
         known = ", ".join(sorted(k for k in context if not k.startswith("_")))
-        raise ConfigError(
+        raise TemplateError(
             f"{where}: unknown template variable {error.args[0]!r} (known: {known})"
         ) from None
     except (TemplateSyntaxError, VariableDoesNotExist) as error:
         line = _line_of(error)
         where = f"{path}:{line}" if line else str(path)
-        raise ConfigError(f"{where}: template error: {error}") from None
+        raise TemplateError(f"{where}: template error: {error}") from None
     except OSError as error:
         raise ConfigError(f"{path}: {error.strerror or error}: {error.filename}") from None
 
@@ -96,6 +101,6 @@ def read(path: Path) -> str:
     try:
         return path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise MissingConfigFile(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: cannot read config file: {error}") from None

@@ -13,7 +13,7 @@ from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from . import config
-from .errors import ConfigError
+from .errors import ConfigError, UnknownReference
 
 Condition = Literal["started", "healthy", "completed"]
 CONDITIONS: tuple[Condition, ...] = ("started", "healthy", "completed")
@@ -139,7 +139,7 @@ def _validate(merged: config.Merged, rules: dict[str, Rules]) -> None:
         for dep in rule.depends_on:
             target = rules.get(dep.name, Rules())
             if dep.name not in names:
-                raise ConfigError(f"{where}: depends_on names no program {dep.name!r}")
+                raise UnknownReference(f"{where}: depends_on names no program {dep.name!r}")
             if dep.name == name:
                 raise ConfigError(f"{where}: depends_on names the program itself")
             if dep.condition == "completed" and not target.oneshot:

@@ -205,7 +205,7 @@ def make_project(
     root: Path,
     conf: str | None,
     *,
-    apps: dict[str, str] | None = None,
+    apps: dict[str, str | None] | None = None,
     debug: bool = False,
     secret_key: str = "integration-test-secret",
     extra_settings: str = "",

@@ -5,15 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from djsupervisor import checks, config, ctl, runtime
+from djsupervisor import checks, config, ctl, export, runtime, status
 from djsupervisor.autoreload import watch as watch_code
+from djsupervisor.client import Supervisor
 from djsupervisor.console import Console, make_console
-from djsupervisor.errors import SupervisorError
-from djsupervisor.project import Project, ensure_runtime_dir, locate, merged_sections
+from djsupervisor.errors import ConfigError, SupervisorError
+from djsupervisor.project import (
+    Project,
+    credentials,
+    ensure_runtime_dir,
+    locate,
+    merged_sections,
+)
 
 #: Actions djsupervisor handles itself; every other one goes to supervisorctl.
 OWN_ACTIONS = ("getconfig", "shell")
@@ -59,11 +67,21 @@ def hoist_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[
 
 def validate(project: Project, opts: config.Options) -> config.Merged:
     """Merge the config and have supervisord's own option parser check it."""
-    merged = merged_sections(project, opts)
-    # realize() needs the log file's directory: the runtime dir by default.
-    ensure_runtime_dir(project.runtime_dir)
-    runtime.build_options(lambda: merged, str(project.config_file))
-    return merged
+    return checks.validate(project, opts)  # the same path as 'manage.py check'
+
+
+def default_channel(project: Project) -> config.Merged:
+    """Only the control channel djsupervisor adds when the config sets up none."""
+    username, password = credentials(project)
+    sections: config.Sections = {}
+    config.add_control_channel(
+        sections,
+        socket_path=str(project.socket_path),
+        username=username,
+        password=password,
+        password_hash="",  # the server side's: not needed to connect
+    )
+    return config.Merged(sections)
 
 
 def output_fd(stream: Any) -> int:
@@ -78,7 +96,8 @@ class Command(BaseCommand):
     help = (
         "Run the project's programs under supervisord (no action), or control them: "
         "ACTION is any supervisorctl command (status, start, stop, restart, tail, ...), "
-        "'shell' for the interactive prompt, or 'getconfig' to print the merged config."
+        "'shell' for the interactive prompt, 'getconfig' to print the merged config, or "
+        "'export systemd|procfile' to translate it for a production host."
     )
     # Checks run only before starting supervisord: control actions must stay fast.
     requires_system_checks: list[str] = []
@@ -126,6 +145,16 @@ class Command(BaseCommand):
         )
         parser.add_argument("--pidfile", help="supervisord's pid file")
         parser.add_argument("--logfile", help="supervisord's log file")
+        parser.add_argument(
+            "--env-file",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="a dotenv file whose variables every program gets; repeatable",
+        )
+        parser.add_argument(
+            "--json", action="store_true", help="with status: print the processes as JSON"
+        )
 
     def handle(
         self,
@@ -144,8 +173,12 @@ class Command(BaseCommand):
         logfile: str | None,
         raw: bool = False,
         quiet: bool = False,
+        env_file: Sequence[str] = (),
+        json: bool = False,
         **options: Any,
     ) -> None:
+        if json and action[:1] != ["status"]:
+            raise CommandError("--json works with the status action only", returncode=2)
         opts = config.Options(
             launch=tuple(launch),
             nolaunch=tuple(nolaunch),
@@ -155,6 +188,8 @@ class Command(BaseCommand):
             noreload=noreload,
             pidfile=pidfile,
             logfile=logfile,
+            # Absolute: supervisord re-reads them on reload, from wherever it runs.
+            env_files=tuple(str(Path(path).absolute()) for path in env_file),
         )
         try:
             project = locate(project_dir, config_file)
@@ -188,8 +223,10 @@ class Command(BaseCommand):
                 self.stdout.write(config.serialize(validate(project, opts).sections))
             elif action == ["autoreload"]:  # hidden: the watcher program's own command
                 watch_code(project, opts, stdout=self.stdout)
+            elif action[0] == "export":
+                export.run(project, opts, action[1:], stdout=self.stdout)
             else:
-                self.control(project, opts, action)
+                self.control(project, opts, action, as_json=json)
         except SupervisorError as error:
             raise CommandError(str(error), returncode=getattr(error, "returncode", 1)) from None
 
@@ -236,18 +273,31 @@ class Command(BaseCommand):
                     "see 'manage.py supervisor status'"
                 )
 
-    def control(self, project: Project, opts: config.Options, action: list[str]) -> None:
+    def control(
+        self, project: Project, opts: config.Options, action: list[str], *, as_json: bool = False
+    ) -> None:
         """Run one supervisorctl action (or the shell) against the running supervisord."""
 
         def load() -> config.Merged:
-            return merged_sections(project, opts)
+            try:
+                return merged_sections(project, opts)
+            except ConfigError as error:
+                # A config broken on disk must not lock the user out of the instance
+                # still running the previous one (status, reread to see why, shutdown).
+                self.stderr.write(f"warning: {error}; using the default control channel")
+                return default_channel(project)
 
         client = ctl.client_options(load, str(project.config_file))
-        if action[0] not in OWN_ACTIONS and not ctl.is_action(client, action[0]):
+        if as_json:
+            handle = Supervisor(client.serverurl, client.username, client.password)
+            text, code = status.status_json(handle, action[1:])
+            self.stdout.write(text)
+        elif action[0] not in OWN_ACTIONS and not ctl.is_action(client, action[0]):
             raise CommandError(
                 f"unknown action {action[0]!r}; see 'manage.py supervisor help'", returncode=2
             )
-        code = ctl.run(client, action, stdout=self.stdout)
+        else:
+            code = ctl.run(client, action, stdout=self.stdout)
         if code and getattr(self, "_called_from_command_line", False):
             raise SystemExit(code)  # supervisorctl already said why, on stdout
         if code:

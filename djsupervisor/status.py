@@ -1,0 +1,45 @@
+"""``manage.py supervisor status --json``: the processes as JSON, with ``status``'s exit code."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .client import ProcessInfo, Supervisor
+
+#: supervisorctl's ``status`` exit code when a selected process is not running (LSB).
+NOT_RUNNING = 3
+#: States supervisorctl counts as running (supervisor.states.RUNNING_STATES).
+RUNNING_STATES = frozenset({"RUNNING", "BACKOFF", "STARTING"})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def record(info: ProcessInfo) -> dict[str, Any]:
+    """One process as a JSON object: ``ProcessInfo``'s fields and its ``namespec``."""
+    fields = {key: _plain(value) for key, value in dataclasses.asdict(info).items()}
+    return {"namespec": info.namespec, **fields}
+
+
+def exit_code(infos: Iterable[ProcessInfo]) -> int:
+    """``status``'s exit code: 3 when one of the processes is not running, else 0."""
+    return NOT_RUNNING if any(i.state not in RUNNING_STATES for i in infos) else 0
+
+
+def status_json(client: Supervisor, names: Sequence[str]) -> tuple[str, int]:
+    """Return the selected processes (all without ``names``) as a JSON array, and the exit code.
+
+    An unknown name raises ``NoSuchProcess``; no supervisord, ``NotRunning``.
+    """
+    infos = client.status(*names)
+    return json.dumps([record(info) for info in infos], indent=2), exit_code(infos)
