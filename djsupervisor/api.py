@@ -211,9 +211,7 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    handle = Supervisor(
-        *channel, process=process, console_log=console_log, console_offset=offset
-    )
+    handle = Supervisor(*channel, process=process, console_log=console_log, console_offset=offset)
     try:
         _wait_answering(handle, process.pid, deadline)
         if wait:

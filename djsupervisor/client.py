@@ -262,9 +262,7 @@ class Supervisor:
         for name in names:
             group, _, process = name.partition(":") if ":" in name else (name, "", name)
             matches = [
-                info
-                for info in infos
-                if info.group == group and process in ("", "*", info.name)
+                info for info in infos if info.group == group and process in ("", "*", info.name)
             ]
             if not matches:
                 what = "group" if process in ("", "*") else "process"
@@ -318,9 +316,7 @@ class Supervisor:
     def signal(self, name: str, sig: int | str) -> None:
         """Send ``sig`` (a number, ``signal.SIGHUP``, or a name like ``"HUP"``) to processes."""
         sig_arg = _sig_name(sig)
-        self._each(
-            [name], "signalProcess", "signalProcessGroup", "signalAllProcesses", sig_arg
-        )
+        self._each([name], "signalProcess", "signalProcessGroup", "signalAllProcesses", sig_arg)
 
     def wait_running(self, *names: str, timeout: float = 30.0) -> list[ProcessInfo]:
         """Wait until the processes (default: all) are RUNNING; return their info.
@@ -332,9 +328,7 @@ class Supervisor:
             infos = self.status(*names)
             fatal = [i for i in infos if i.state == "FATAL"]
             if fatal:
-                raise SupervisorError(
-                    f"{fatal[0].namespec} is FATAL: {fatal[0].description}"
-                )
+                raise SupervisorError(f"{fatal[0].namespec} is FATAL: {fatal[0].description}")
             if all(info.state == "RUNNING" for info in infos):
                 return infos
             if time.monotonic() >= deadline:

@@ -70,7 +70,7 @@ def server_proxy(serverurl: str, username: str | None, password: str | None) -> 
 
 def describe_channel(serverurl: str) -> str:
     if serverurl.startswith("unix://"):
-        return f"control socket {serverurl[len('unix://'):]}"
+        return f"control socket {serverurl[len('unix://') :]}"
     return f"control URL {serverurl}"
 
 

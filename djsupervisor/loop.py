@@ -140,6 +140,11 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
                 console.flush_partials()
             self.orchestrator.tick()
             wait = min(timeout, self.next_timeout())
+            if self.orchestrator.opened:
+                # supervisord registered this round's descriptors before calling poll():
+                # go round at once, so the new ones are watched.
+                self.orchestrator.opened = False
+                wait = 0
             zero_timeouts = zero_timeouts + 1 if wait <= 0 else 0
             if zero_timeouts > _MAX_ZERO_TIMEOUTS:
                 wait = _SPIN_GUARD

@@ -43,6 +43,11 @@ def _key(proc: Any) -> Key:
     return (group, proc.config.name)
 
 
+def _program(proc: Any) -> str:
+    """The ``[program:x]`` name of ``proc``: its group's, unless a ``[group:g]`` lists it."""
+    return getattr(proc.config, "program_name", None) or _key(proc)[0]
+
+
 class Orchestrator:
     """Owned by the supervisord instance; every method runs in its main loop."""
 
@@ -52,6 +57,9 @@ class Orchestrator:
         self.waiting: dict[Key, str] = {}
         self.commands: dict[int, CommandProbe] = {}
         self.exit_reason: str | None = None
+        #: tick() opened file descriptors (a probe socket, a spawned program's pipes)
+        #: that the poll round which called it does not watch.
+        self.opened = False
 
     @property
     def options(self) -> Any:
@@ -89,14 +97,19 @@ class Orchestrator:
 
     def _condition(self, dep: Dependency) -> tuple[bool, str | None]:
         """Whether ``dep`` is met, and why it never will be (if so)."""
-        group = self.supervisord.process_groups.get(dep.name)
-        if group is None:
+        procs = [p for p in self.processes() if _program(p) == dep.name]
+        if not procs:
             return False, f"dependency {dep.name} is not configured"
         met = True
-        for proc in group.processes.values():
+        for proc in procs:
             state = proc.get_state()
             if state == ProcessStates.FATAL:
                 return False, f"dependency {proc.config.name} is FATAL"
+            reason = self.waiting.get(_key(proc), "")
+            if state in (ProcessStates.STOPPED, ProcessStates.EXITED) and reason.startswith(
+                NEVER_STARTS
+            ):
+                return False, f"dependency {proc.config.name} {reason}"
             if dep.condition == "completed":
                 if state == ProcessStates.EXITED and proc.exitstatus not in proc.config.exitcodes:
                     return False, (
@@ -114,7 +127,7 @@ class Orchestrator:
     def blocked_by(self, proc: Any) -> str | None:
         """Why ``proc`` may not start yet (``None``: it may)."""
         waiting = []
-        for dep in self.rules(_key(proc)[0]).depends_on:
+        for dep in self.rules(_program(proc)).depends_on:
             met, failure = self._condition(dep)
             if failure:
                 return f"{NEVER_STARTS}: {failure}"
@@ -131,8 +144,12 @@ class Orchestrator:
 
     def stop_candidates(self, groups: list[Any]) -> list[Any]:
         """Groups to stop now: highest priority among those no running group depends on."""
-        live = {g.config.name for g in groups if g.get_unstopped_processes()}
-        free = [g for g in groups if not (self.dependents(g.config.name) & live)]
+        live = {_program(p) for g in groups for p in g.get_unstopped_processes()}
+        free = [
+            g
+            for g in groups
+            if not any(self.dependents(_program(p)) & live for p in g.processes.values())
+        ]
         free = free or groups  # never deadlock on a cycle that slipped through
         top = max(g.config.priority for g in free)
         return [g for g in free if g.config.priority == top]
@@ -156,8 +173,10 @@ class Orchestrator:
                 )
             ):
                 proc.spawn()
+                self.opened = True
             self._probe(proc, key, state, now)
-            if running and self.rules(key[0]).essential and self._gone_for_good(proc, state):
+            essential = self.rules(_program(proc)).essential
+            if running and essential and self._gone_for_good(proc, state):
                 self.exit_reason = (
                     f"essential program {proc.config.name} is gone "
                     f"({'FATAL' if state == ProcessStates.FATAL else 'exited'}: "
@@ -178,7 +197,7 @@ class Orchestrator:
         )
 
     def _probe(self, proc: Any, key: Key, state: int, now: float) -> None:
-        check = self.rules(key[0]).healthcheck
+        check = self.rules(_program(proc)).healthcheck
         health = self.health.get(key)
         if check is None or state not in UP_STATES:
             if health is not None and health.probe is not None:
@@ -206,9 +225,10 @@ class Orchestrator:
             health.probe = probe
         else:
             health.probe = SocketProbe(check, self.options.get_socket_map(), done)
+            self.opened = True
 
     def _probed(self, proc: Any, key: Key, health: Health, ok: bool, detail: str) -> None:
-        rules = self.rules(key[0])
+        rules = self.rules(_program(proc))
         check = rules.healthcheck
         now = time.time()
         health.probe = None

@@ -6,6 +6,7 @@ Installed in-process in place of ``supervisor.rpcinterface:make_main_rpcinterfac
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from supervisor.process import ProcessStates
@@ -59,6 +60,9 @@ class ProjectRPCInterface(SupervisorNamespaceRPCInterface):  # type: ignore[misc
                 ProcessStates.RUNNING,
                 ProcessStates.BACKOFF,
             ):
+                # It never started, so supervisord would autostart (and re-gate) it on
+                # its next transition: count it as started once, as a stopped one is.
+                process.laststart = process.laststart or time.time()
                 return True  # it was only waiting: now it no longer will start
         return super().stopProcess(name, wait)
 

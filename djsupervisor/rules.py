@@ -150,7 +150,10 @@ def _validate(merged: config.Merged, rules: dict[str, Rules]) -> None:
                 raise ConfigError(f"{where}: depends_on {dep}: {dep.name} has no healthcheck")
     cycle = find_cycle({name: [d.name for d in rule.depends_on] for name, rule in rules.items()})
     if cycle:
-        raise ConfigError(f"depends_on cycle: {' -> '.join(cycle)}")
+        section = _section_of(merged, cycle[0])
+        raise ConfigError(
+            f"{merged.where(section)}: [{section}]: depends_on cycle: {' -> '.join(cycle)}"
+        )
 
 
 def _section_of(merged: config.Merged, name: str) -> str:

@@ -140,8 +140,9 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         super().process_config(do_usage=do_usage)
         # Set on every (re)read alike, so reread/update see no spurious changes.
         for group in self.process_group_configs:
-            oneshot = self.rules.get(group.name, rules.Rules()).oneshot
             for process in group.process_configs:
+                program = getattr(process, "program_name", group.name)
+                oneshot = self.rules.get(program, rules.Rules()).oneshot
                 if self.console is not None and not self.console.quiet:
                     # The console is fed by log events.
                     process.stdout_events_enabled = True
@@ -150,6 +151,15 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
                     # Runs once to completion: success is an expected exit code.
                     process.autorestart = False
                     process.startsecs = 0
+
+    def processes_from_section(
+        self, parser: Any, section: str, group_name: str, klass: Any = None
+    ) -> list[Any]:
+        processes: list[Any] = super().processes_from_section(parser, section, group_name, klass)
+        for process in processes:
+            # Orchestration rules are per [program:x]; a [group:g] renames its group.
+            process.program_name = section.split(":", 1)[1]
+        return processes
 
     def make_logger(self) -> None:
         # supervisord opens its log file unchecked: a bad path would be a traceback.
