@@ -144,14 +144,16 @@ def restart_and_idle(ctx: Context) -> list[Figure]:
     ctx.procs.adopt([reloader])
     time.sleep(1.0)  # past start-up work on both sides
     window = 5.0 if ctx.quick else 30.0
-    before = {"ours": cpu_seconds(watcher), "peer": cpu_seconds(reloader)}
+    pids = {"ours": watcher, "peer": reloader}
+    before = {key: cpu_seconds(pid) for key, pid in pids.items()}
     started = time.monotonic()
     time.sleep(window)
     elapsed = time.monotonic() - started
-    percent = {
-        "ours": 100 * (cpu_seconds(watcher) - before["ours"]) / elapsed,
-        "peer": 100 * (cpu_seconds(reloader) - before["peer"]) / elapsed,
-    }
+    if peer.poll() is not None:
+        raise ctx.procs.fail(peer, f"runserver exited with status {peer.returncode}")
+    if _info(channel, "autoreload")["pid"] != watcher:
+        raise ctx.procs.fail(server, "the watcher was restarted while idle")
+    percent = {key: 100 * (cpu_seconds(pid) - before[key]) / elapsed for key, pid in pids.items()}
     ctx.procs.stop(peer)
     ctx.procs.stop(server)
     ordered = sorted(samples)

@@ -174,6 +174,8 @@ def template_context(
     """Return the context every config file is rendered with (``env``: env files' variables)."""
     return {
         "PROJECT_DIR": str(project.directory),
+        # The config file in force, for commands that run manage.py again (autoreload).
+        "CONFIG_FILE": str(project.config_file) if project.explicit_config else "",
         "PROJECT_PACKAGE": project_package(),
         "RUNTIME_DIR": str(project.runtime_dir),
         "PYTHON": sys.executable,
@@ -197,7 +199,8 @@ def merged_sections(project: Project, options: config.Options) -> config.Merged:
     context = template_context(project, options, env)
     merged = config.merge(_parse_source(source, context) for source in find_sources(project))
     config.apply_options(merged, options)
-    if not config.process_names(merged.sections):
+    # The built-in autoreload program (DEBUG) alone is no configuration.
+    if not [name for name in config.process_names(merged.sections) if name != "autoreload"]:
         raise MissingConfigFile(
             f"{project.config_file}: no programs configured; create this file "
             "(or set SUPERVISOR_CONFIG_FILE) with at least one [program:name] section"

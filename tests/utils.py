@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -36,7 +37,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 SECRET_KEY = {secret_key!r}
 DEBUG = {debug!r}
 INSTALLED_APPS = {apps!r}
-DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}}}
+DATABASES = {{
+    "default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}}
+}}
 USE_TZ = True
 TIME_ZONE = "UTC"
 {extra}
@@ -134,10 +137,8 @@ class Project:
                 proc.kill()
                 proc.communicate()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         for runtime in runtime_dirs(self.path):
             shutil.rmtree(runtime, ignore_errors=True)
 
@@ -152,10 +153,8 @@ def daemon_pids(project_dir: Path) -> list[int]:
     """Pids of a daemonized instance of this project (from its pidfile)."""
     pids = []
     for runtime in runtime_dirs(project_dir):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             pids.append(int((runtime / "supervisord.pid").read_text()))
-        except (OSError, ValueError):
-            pass
     return pids
 
 
@@ -223,7 +222,9 @@ def make_project(
         app_names.append(name)
     project.write(
         "testproj/settings.py",
-        SETTINGS_PY.format(secret_key=secret_key, debug=debug, apps=app_names, extra=extra_settings),
+        SETTINGS_PY.format(
+            secret_key=secret_key, debug=debug, apps=app_names, extra=extra_settings
+        ),
     )
     if conf is not None:
         project.write("supervisord.conf", conf)
