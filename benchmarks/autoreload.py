@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .harness import Channel, Processes, ProcessFailed, cpu_seconds
+from .harness import Channel, Processes, ProcessFailed, children, cpu_seconds, free_ports
 from .project import BenchProject, getconfig, make_project
 from .registry import Context, Figure, Target, benchmark
 
@@ -83,15 +82,9 @@ def _restart_latency(channel: Channel, module: Path, serial: int, timeout: float
     raise ProcessFailed(f"web was not restarted within {timeout:.0f} s of a change")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _runserver_reloader(ctx: Context, project: BenchProject) -> subprocess.Popen[bytes]:
     """Start runserver; return once its reloading child (the StatReloader) is up."""
-    argv = project.manage_argv("runserver", f"127.0.0.1:{_free_port()}", "--skip-checks")
+    argv = project.manage_argv("runserver", f"127.0.0.1:{free_ports(1)[0]}", "--skip-checks")
     proc = ctx.procs.start(argv, name="runserver", env=_env(project), cwd=project.path)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -105,15 +98,10 @@ def _runserver_reloader(ctx: Context, project: BenchProject) -> subprocess.Popen
 
 def _child_of(pid: int) -> int:
     """The reloading child of runserver's outer process (Linux /proc)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                return int(entry.name)
-    raise ProcessFailed(f"runserver (pid {pid}) has no reloading child")
+    found = children(pid)
+    if not found:
+        raise ProcessFailed(f"runserver (pid {pid}) has no reloading child")
+    return found[0]
 
 
 @benchmark(

@@ -80,6 +80,11 @@ def _table() -> list[tuple[int, list[str]]]:
     return rows
 
 
+def children(pid: int) -> list[int]:
+    """Pids of the live children of ``pid``."""
+    return [child for child, fields in _table() if _field(fields, 4) == pid]
+
+
 def related(roots: Iterable[int]) -> set[Pid]:
     """Live descendants of ``roots`` and members of their sessions (orphans included)."""
     roots = set(roots)
@@ -131,6 +136,18 @@ def pss_mib(pid: int) -> float | None:
         if line.startswith("Pss:"):
             return int(line.split()[1]) / 1024
     return None
+
+
+def free_ports(count: int) -> list[int]:
+    """Local TCP ports free right now (held open together so they differ)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 # --- raw XML-RPC over a unix socket -------------------------------------------------------

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import datetime
 import re
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from .harness import free_ports
 from .project import BenchProject, getconfig, make_project
 from .registry import Context, Figure, Target, benchmark
 
@@ -49,18 +49,6 @@ with open(sys.argv[2] + ".tmp", "w") as out:
 os.replace(sys.argv[2] + ".tmp", sys.argv[2])
 time.sleep(600)
 """
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free right now (held open together so they differ)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 def names() -> list[str]:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from .api import PARENT_PID_ENV
-from .guard import PR_SET_PDEATHSIG, _libc  # _libc: the C library on Linux, else None
+from .guard import signal_on_parent_death
 
 
 def stop_with_parent() -> None:
@@ -22,10 +22,7 @@ def stop_with_parent() -> None:
     do not inherit it (fork clears it), nor the variable.
     """
     parent = os.environ.pop(PARENT_PID_ENV, None)
-    if parent is None or _libc is None:
-        return
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != int(parent):
+    if parent is not None and not signal_on_parent_death(signal.SIGTERM, int(parent)):
         sys.exit("djsupervisor: the process that started supervisord is gone")
 
 

@@ -14,7 +14,7 @@ from typing import TypedDict
 from . import config, ctl
 from .client import ProcessInfo, Supervisor, UpdateResult
 from .errors import StartError, SupervisorError
-from .project import Project, ensure_runtime_dir, locate, merged_sections
+from .project import Project, assemble, ensure_runtime_dir, locate, merged_sections
 
 __all__ = [
     "ProcessInfo",
@@ -80,8 +80,7 @@ def _channel(project: Project, opts: config.Options) -> tuple[str, str | None, s
     def load() -> config.Merged:
         return merged_sections(project, opts)
 
-    client = ctl.client_options(load, str(project.config_file))
-    return client.serverurl, client.username, client.password
+    return ctl.client_options(load, str(project.config_file)).channel
 
 
 def get_merged_config(
@@ -98,7 +97,7 @@ def get_merged_config(
     _setup_django()
     project = locate(project_dir, config_file)
     opts = _options(launch, nolaunch, exclude, include, autoreload)
-    return config.serialize(merged_sections(project, opts).sections)
+    return assemble(project, opts)
 
 
 def connect(

@@ -618,7 +618,7 @@ def watch(project: Project, options: config.Options, *, stdout: Any) -> None:
     own = os.environ.get("SUPERVISOR_PROCESS_NAME")
     watcher = Watcher(
         load=load,
-        channel=Channel(client.serverurl, client.username, client.password),
+        channel=Channel(*client.channel),
         reloader=reloader,
         selector=selector,
         only=options.autoreload,

@@ -37,6 +37,11 @@ class ProjectClientOptions(ClientOptions):  # type: ignore[misc]
         self._proxies.append(proxy)
         return proxy
 
+    @property
+    def channel(self) -> tuple[str, str | None, str | None]:
+        """``(serverurl, username, password)``, as ``ping`` and ``Supervisor`` take them."""
+        return self.serverurl, self.username, self.password
+
     def close_proxies(self) -> None:
         for proxy in self._proxies:
             proxy("close")()
@@ -195,7 +200,7 @@ def run(
     # realize() made it interactive (no args): that would make shutdown ask "y/N?".
     options.interactive = 1 if not args or args[0] == "shell" else 0
     if not args or args[0] != "help":
-        ping(options.serverurl, options.username, options.password)
+        ping(*options.channel)
     # tail -f writes to sys.stdout directly, not to the Controller's stdout.
     with contextlib.redirect_stdout(writer), _daemon_fg_thread():
         try:

@@ -13,16 +13,23 @@ PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
+def signal_on_parent_death(sig: int, parent_pid: int) -> bool:
+    """Ask the kernel to send us ``sig`` when our parent dies (Linux only; else a no-op).
+
+    Return False if ``parent_pid`` is already gone: it may have died before we asked.
+    """
+    if _libc is None:
+        return True
+    _libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    return os.getppid() == parent_pid
+
+
 def die_with_parent(parent_pid: int) -> None:
     """In a child about to exec: ask the kernel to SIGKILL it when ``parent_pid`` dies.
 
-    Linux only, and it must run after setuid (which clears it). The parent may already
-    have died between fork and here, so check that too.
+    It must run after setuid (which clears it).
     """
-    if _libc is None:
-        return
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
+    if not signal_on_parent_death(signal.SIGKILL, parent_pid):
         os._exit(1)
 
 

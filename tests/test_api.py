@@ -34,7 +34,16 @@ from djsupervisor import (
     SupervisorError,
     UpdateResult,
 )
-from tests.utils import PROGRAMS, REPO, Project, descendants, make_project, pid_alive, sleeper
+from tests.utils import (
+    PROGRAMS,
+    REPO,
+    Project,
+    descendants,
+    make_project,
+    pid_alive,
+    sleeper,
+    wait_for,
+)
 
 PROJECT_SECRET = "integration-test-secret"
 PYTEST = [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider"]
@@ -117,14 +126,6 @@ def start(project: Project) -> Iterator[Callable[..., Supervisor]]:
 
 def states(handle: Supervisor) -> dict[str, str]:
     return {info.namespec: info.state for info in handle.status()}
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 20, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.02)
 
 
 def program_pids(handle: Supervisor) -> list[int]:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 
 from djsupervisor import autoreload, config, ctl
 from djsupervisor.autoreload import Selector, Target, select_targets, signal_name
-from tests.utils import Project, make_project, sleeper
+from tests.utils import Project, ctl_section, make_project, sleeper
 
 # A change is seen within a poll (1 s) plus the quiet spell that ends a burst; after
 # this long with nothing restarted, nothing will be.
@@ -41,10 +40,8 @@ class Running:
     def __init__(self, project: Project, server: subprocess.Popen[str]) -> None:
         self.project = project
         self.server = server
-        out, err, code = project.manage("supervisor", "getconfig")
-        assert (err, code) == ("", 0)
-        ctl_section = config.parse(out, "getconfig").sections["supervisorctl"]
-        self.args = (ctl_section["serverurl"], ctl_section["username"], ctl_section["password"])
+        section = ctl_section(project)
+        self.args = (section["serverurl"], section["username"], section["password"])
 
     def call(self, method: str, *params: Any) -> Any:
         return autoreload.Channel(*self.args)(method, *params)
@@ -93,14 +90,6 @@ def start(project: Project, *args: str) -> Running:
 def watching(running: Running) -> Running:
     running.wait(lambda: "watching for changes" in running.log("autoreload"), "the watcher")
     return running
-
-
-@pytest.fixture
-def projects() -> Iterator[list[Project]]:
-    made: list[Project] = []
-    yield made
-    for project in made:
-        project.cleanup()
 
 
 def new_project(projects: list[Project], root: Path, conf: str, **kwargs: Any) -> Project:

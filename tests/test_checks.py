@@ -17,18 +17,12 @@ from django.test import override_settings
 
 from djsupervisor import checks
 from djsupervisor.errors import ConfigError, EnvFileError, SupervisorError
-from tests.utils import Project, make_project
+from tests.utils import Project, make_project, site_settings
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "site"
-    directory.mkdir()
-    with override_settings(
-        SUPERVISOR_PROJECT_DIR=directory,
-        SUPERVISOR_RUNTIME_DIR=tmp_path / "rt",
-        SUPERVISOR_CONFIG_FILE=None,
-    ):
+    with site_settings(tmp_path) as directory:
         yield directory
 
 

@@ -25,6 +25,7 @@ from tests.utils import (
     Project,
     ctl_section,
     make_project,
+    not_running_line,
     parent_pid,
     program,
     runtime_dirs,
@@ -56,10 +57,6 @@ startsecs=0
 """
 
 RUNNING = ("one", "trap", "echo", "caller")
-NOT_RUNNING_LINE = (
-    "CommandError: supervisord is not running (control socket {socket}); "
-    "start it with 'manage.py supervisor'\n"
-)
 
 
 @pytest.fixture(scope="module")
@@ -491,9 +488,8 @@ def idle(tmp_path: Path) -> Iterator[Project]:
     ids=lambda args: "-".join(args),
 )
 def test_not_running(idle: Project, args: tuple[str, ...]) -> None:
-    socket = runtime_dirs(idle.path)[0] / "supervisor.sock"
     out, err, code = ctl(idle, *args, input="status\n")
-    assert (out, err, code) == ("", NOT_RUNNING_LINE.format(socket=socket), 1)
+    assert (out, err, code) == ("", not_running_line(idle), 1)
 
 
 def test_help_works_without_a_server(idle: Project) -> None:

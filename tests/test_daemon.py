@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tests.utils import (
     Project,
     descendants,
     make_project,
+    not_running_line,
     parent_pid,
     pid_alive,
     runtime_dirs,
@@ -62,14 +62,6 @@ def kill_later(request: pytest.FixtureRequest, pid: int) -> None:
     request.addfinalizer(kill)
 
 
-def not_running_line(project: Project) -> str:
-    socket_path = runtime_dirs(project.path)[0] / "supervisor.sock"
-    return (
-        f"CommandError: supervisord is not running (control socket {socket_path}); "
-        "start it with 'manage.py supervisor'\n"
-    )
-
-
 def test_daemonize_returns_once_supervisord_answers(project: Project) -> None:
     daemon = daemonize(project)
     # No waiting: the control channel answers as soon as --daemonize returned.
@@ -111,14 +103,6 @@ def test_daemonize_honours_pidfile_and_logfile(
     assert not (runtime / "supervisord.log").exists()
     assert project.manage("supervisor", "shutdown") == ("Shut down\n", "", 0)
     wait_dead([daemon])
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        yield listener.getsockname()[1]
 
 
 def test_daemonize_reports_a_bind_failure(project: Project, busy_port: int) -> None:

@@ -22,7 +22,7 @@ from django.test import override_settings
 from djsupervisor import checks, envfiles, project
 from djsupervisor.config import Options
 from djsupervisor.errors import EnvFileError
-from tests.utils import Project, make_project
+from tests.utils import Project, make_project, site_settings
 
 needs_dotenv = pytest.mark.skipif(
     importlib.util.find_spec("dotenv") is None,
@@ -32,14 +32,7 @@ needs_dotenv = pytest.mark.skipif(
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "site"
-    directory.mkdir()
-    with override_settings(
-        SUPERVISOR_PROJECT_DIR=directory,
-        SUPERVISOR_RUNTIME_DIR=tmp_path / "rt",
-        SUPERVISOR_CONFIG_FILE=None,
-        SUPERVISOR_ENV_FILES=[],
-    ):
+    with site_settings(tmp_path, SUPERVISOR_ENV_FILES=[]) as directory:
         yield directory
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.test import override_settings
 
-from tests.utils import Project, make_project
+from tests.utils import Project, make_project, site_settings
 
 CONF = """\
 [program:web]
@@ -87,17 +86,10 @@ def comments(text: str) -> list[str]:
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Path]:
-    directory = tmp_path / "site"
-    directory.mkdir()
-    (directory / "supervisord.conf").write_text(CONF)
-    (directory / "show.py").write_text(SHOW)
-    with override_settings(
-        SUPERVISOR_PROJECT_DIR=directory,
-        SUPERVISOR_RUNTIME_DIR=tmp_path / "rt",
-        SUPERVISOR_CONFIG_FILE=None,
-        SUPERVISOR_ENV_FILES=[],
-        DEBUG=True,  # the autoreload program is never exported
-    ):
+    # DEBUG: the autoreload program is never exported.
+    with site_settings(tmp_path, SUPERVISOR_ENV_FILES=[], DEBUG=True) as directory:
+        (directory / "supervisord.conf").write_text(CONF)
+        (directory / "show.py").write_text(SHOW)
         yield directory
 
 

@@ -10,21 +10,11 @@ import re
 import signal
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.utils import LineReader, Project, Rpc, make_project, program, wait_dead
-
-
-@pytest.fixture
-def projects(tmp_path: Path) -> Iterator[list[Project]]:
-    """Projects made by the test, all cleaned up after it, pass or fail."""
-    made: list[Project] = []
-    yield made
-    for project in made:
-        project.cleanup()
 
 
 def new_project(projects: list[Project], root: Path, conf: str) -> Project:

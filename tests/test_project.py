@@ -28,7 +28,7 @@ from supervisor.options import ServerOptions
 from djsupervisor import config, project, runtime
 from djsupervisor.config import Options
 from djsupervisor.errors import ConfigError
-from tests.utils import Project, make_project, sleeper
+from tests.utils import Project, make_project, site_settings, sleeper
 
 # --- helpers ---------------------------------------------------------------------------
 
@@ -59,15 +59,6 @@ def assert_command_error(result: tuple[str, str, int], *fragments: str) -> str:
 
 
 @pytest.fixture
-def projects() -> Iterator[list[Project]]:
-    """Throw-away projects, cleaned up (runtime dirs, any process) after the test."""
-    made: list[Project] = []
-    yield made
-    for proj in made:
-        proj.cleanup()
-
-
-@pytest.fixture
 def new_project(tmp_path: Path, projects: list[Project]) -> MakeProject:
     def make(conf: str | None, name: str = "proj", **kwargs: Any) -> Project:
         proj = make_project(tmp_path / name, conf, **kwargs)
@@ -80,14 +71,7 @@ def new_project(tmp_path: Path, projects: list[Project]) -> MakeProject:
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Path]:
     """An in-process project directory with its own runtime dir (settings overridden)."""
-    directory = tmp_path / "site"
-    directory.mkdir()
-    runtime_dir = tmp_path / "rt"
-    with override_settings(
-        SUPERVISOR_PROJECT_DIR=directory,
-        SUPERVISOR_RUNTIME_DIR=runtime_dir,
-        SUPERVISOR_CONFIG_FILE=None,
-    ):
+    with site_settings(tmp_path) as directory:
         yield directory
 
 

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -389,14 +388,6 @@ def refused(setup: Setup, *args: str) -> tuple[str, str, int]:
     out, err = proc.communicate(timeout=30)
     assert not started, f"it started anyway; output:\n{out}{err}"
     return out, err, proc.returncode
-
-
-@pytest.fixture
-def busy_port() -> Iterator[int]:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        yield listener.getsockname()[1]
 
 
 def broken(setup: Setup, extra: str) -> int:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,12 +102,7 @@ class Project:
         return proc
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 20, what: str = "") -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what or predicate}")
+        wait_for(predicate, timeout, what)
 
     def status(self) -> dict[str, str]:
         """Return ``{name: state}`` from ``manage.py supervisor status``."""
@@ -143,10 +138,30 @@ class Project:
             shutil.rmtree(runtime, ignore_errors=True)
 
 
+def wait_for(
+    predicate: Callable[[], bool], timeout: float = 20, what: str = "", interval: float = 0.05
+) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds, naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(interval)
+
+
 def runtime_dirs(project_dir: Path) -> list[Path]:
     from djsupervisor.project import default_runtime_dir
 
     return [default_runtime_dir(project_dir.resolve())]
+
+
+def not_running_line(project: Project) -> str:
+    """stderr of a control command run while the project's supervisord is not running."""
+    socket_path = runtime_dirs(project.path)[0] / "supervisor.sock"
+    return (
+        f"CommandError: supervisord is not running (control socket {socket_path}); "
+        "start it with 'manage.py supervisor'\n"
+    )
 
 
 def daemon_pids(project_dir: Path) -> list[int]:
@@ -229,6 +244,25 @@ def make_project(
     if conf is not None:
         project.write("supervisord.conf", conf)
     return project
+
+
+@contextlib.contextmanager
+def site_settings(tmp_path: Path, **settings: Any) -> Iterator[Path]:
+    """An empty project directory for in-process tests, the settings pointing at it.
+
+    It is ``tmp_path/site``, its runtime dir ``tmp_path/rt``; ``settings`` add overrides.
+    """
+    from django.test import override_settings
+
+    directory = tmp_path / "site"
+    directory.mkdir()
+    with override_settings(
+        SUPERVISOR_PROJECT_DIR=directory,
+        SUPERVISOR_RUNTIME_DIR=tmp_path / "rt",
+        SUPERVISOR_CONFIG_FILE=None,
+        **settings,
+    ):
+        yield directory
 
 
 # --- Helpers for the server, control and daemon integration tests -------------------------

@@ -265,7 +265,7 @@ class Command(BaseCommand):
                 client = ctl.client_options(load, configfile)
                 runtime.wait_ready(
                     detached.pid,
-                    lambda: ctl.is_up(client.serverurl, client.username, client.password),
+                    lambda: ctl.is_up(*client.channel),
                     timeout=30.0,
                 )
                 self.stdout.write(
@@ -289,7 +289,7 @@ class Command(BaseCommand):
 
         client = ctl.client_options(load, str(project.config_file))
         if as_json:
-            handle = Supervisor(client.serverurl, client.username, client.password)
+            handle = Supervisor(*client.channel)
             text, code = status.status_json(handle, action[1:])
             self.stdout.write(text)
         elif action[0] not in OWN_ACTIONS and not ctl.is_action(client, action[0]):
