@@ -86,7 +86,9 @@ def render_text(text: str, path: Path, context: Mapping[str, Any]) -> str:
     except (TemplateSyntaxError, VariableDoesNotExist) as error:
         line = _line_of(error)
         where = f"{path}:{line}" if line else str(path)
-        raise TemplateError(f"{where}: template error: {error}") from None
+        # Django 6.1 starts the message with "Template: <name>, ": we already say where.
+        message = str(error).removeprefix(f"Template: {path}, ")
+        raise TemplateError(f"{where}: template error: {message}") from None
     except OSError as error:
         raise ConfigError(f"{path}: {error.strerror or error}: {error.filename}") from None
 
