@@ -106,10 +106,11 @@ def _check_group_members(merged: config.Merged) -> None:
                 )
 
 
-def validate(project: Project, opts: config.Options) -> config.Merged:
+def validate(project: Project, opts: config.Options, *, supervisord: bool = True) -> config.Merged:
     """Merge the config and have supervisord's own option parser check it.
 
-    Raises a ``ConfigError`` subclass per kind of problem (see ``ERROR_IDS``).
+    Raises a ``ConfigError`` subclass per kind of problem (see ``ERROR_IDS``). Without
+    ``supervisord``, the last step is left to the caller, which is about to run it anyway.
     """
     from . import rules, runtime
     from .project import ensure_runtime_dir, merged_sections
@@ -119,6 +120,8 @@ def validate(project: Project, opts: config.Options) -> config.Merged:
     _check_group_members(merged)
     # realize() needs the log file's directory: the runtime dir by default.
     ensure_runtime_dir(project.runtime_dir)
+    if not supervisord:
+        return merged
     try:
         runtime.build_options(lambda: merged, str(project.config_file))
     except ConfigError as error:

@@ -168,6 +168,17 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         except OSError as error:
             raise StartError(f"cannot open log file {self.logfile}: {error.strerror}") from None
 
+    def check_pidfile(self) -> None:
+        """Fail now, before any socket opens, if the pid file cannot be written later."""
+        existed = os.path.exists(self.pidfile)
+        try:
+            with open(self.pidfile, "a"):
+                pass
+        except OSError as error:
+            raise StartError(f"cannot write pid file {self.pidfile}: {error.strerror}") from None
+        if not existed:
+            os.unlink(self.pidfile)
+
     def write_pidfile(self) -> None:
         # supervisord only logs a failure and runs on, unfindable by its pid file.
         pid = os.getpid()
@@ -360,6 +371,7 @@ def run_rounds(
         )
         options.nodaemon = not daemonize
         options.first = first
+        options.check_pidfile()
         options.test = False
         # Django's connections must not be shared with children or the daemon.
         connections.close_all()

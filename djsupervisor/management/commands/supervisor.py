@@ -6,14 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from djsupervisor import checks, config, ctl, export, runtime, status
-from djsupervisor.autoreload import watch as watch_code
-from djsupervisor.client import Supervisor
-from djsupervisor.console import Console, make_console
+# What only one path needs (the server, export, JSON status, the watcher) is imported
+# there: every action pays for this module's imports before it starts.
+from djsupervisor import checks, config, ctl
 from djsupervisor.errors import ConfigError, SupervisorError
 from djsupervisor.project import (
     Project,
@@ -22,6 +21,9 @@ from djsupervisor.project import (
     locate,
     merged_sections,
 )
+
+if TYPE_CHECKING:
+    from djsupervisor.console import Console
 
 #: Actions djsupervisor handles itself; every other one goes to supervisorctl.
 OWN_ACTIONS = ("getconfig", "shell")
@@ -65,9 +67,10 @@ def hoist_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[
     return head + tail
 
 
-def validate(project: Project, opts: config.Options) -> config.Merged:
-    """Merge the config and have supervisord's own option parser check it."""
-    return checks.validate(project, opts)  # the same path as 'manage.py check'
+def validate(project: Project, opts: config.Options, *, supervisord: bool = True) -> config.Merged:
+    """Merge the config and (unless told not to) have supervisord's own parser check it."""
+    # The same path as 'manage.py check'.
+    return checks.validate(project, opts, supervisord=supervisord)
 
 
 def default_channel(project: Project) -> config.Merged:
@@ -196,13 +199,16 @@ class Command(BaseCommand):
             if not action:
                 # A broken config is one CommandError line, before the system checks
                 # (which would report the same problem as a multi-line SystemCheckError).
-                validate(project, opts)
+                # supervisord's own parse of it comes with the first round, below.
+                validate(project, opts, supervisord=False)
                 # Our own check would build the default config, not this run's
                 # (--config-file, --project-dir): that was validated just now.
                 with checks.config_already_validated():
                     self.check()
                 console = None
                 if not daemonize:
+                    from djsupervisor.console import make_console
+
                     console = make_console(
                         no_color=options.get("no_color", False),
                         force_color=options.get("force_color", False),
@@ -222,8 +228,12 @@ class Command(BaseCommand):
                 # Print only what supervisord would accept.
                 self.stdout.write(config.serialize(validate(project, opts).sections))
             elif action == ["autoreload"]:  # hidden: the watcher program's own command
-                watch_code(project, opts, stdout=self.stdout)
+                from djsupervisor.autoreload import watch
+
+                watch(project, opts, stdout=self.stdout)
             elif action[0] == "export":
+                from djsupervisor import export
+
                 export.run(project, opts, action[1:], stdout=self.stdout)
             else:
                 self.control(project, opts, action, as_json=json)
@@ -239,6 +249,7 @@ class Command(BaseCommand):
         console: Console | None = None,
     ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
+        from djsupervisor import runtime
 
         def load() -> config.Merged:
             return merged_sections(project, opts)
@@ -289,6 +300,9 @@ class Command(BaseCommand):
 
         client = ctl.client_options(load, str(project.config_file))
         if as_json:
+            from djsupervisor import status
+            from djsupervisor.client import Supervisor
+
             handle = Supervisor(*client.channel)
             text, code = status.status_json(handle, action[1:])
             self.stdout.write(text)
