@@ -20,7 +20,7 @@ from typing import Any, Literal
 from .harness import Processes
 
 #: Area modules, imported in this order; their benchmarks run in registration order.
-AREAS = ("config", "runtime", "orchestration", "console", "autoreload")
+AREAS = ("config", "runtime", "orchestration", "console", "autoreload", "api", "speed")
 
 Unit = Literal["s", "%", "MiB"]
 
