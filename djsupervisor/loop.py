@@ -199,9 +199,13 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         if due is not None:
             earliest = min(earliest, due)
         waiting = self.orchestrator.waiting
+        # This runs on every loop round (every request): keep the steady state cheap.
+        running = ProcessStates.RUNNING
         for group in self.process_groups.values():
             for proc in group.processes.values():
-                if _key(proc) in waiting:
+                if proc.state == running:
+                    continue  # nothing due: it changes only on an event that wakes us
+                if waiting and _key(proc) in waiting:
                     continue  # started by the orchestrator when its dependencies are met
                 due = due_time(proc, now, mood)
                 if due is not None and due < earliest:

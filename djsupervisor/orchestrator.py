@@ -158,6 +158,8 @@ class Orchestrator:
 
     def tick(self) -> None:
         """Start what became startable, run due probes, react to essential programs."""
+        if not (self.options.rules or self.waiting or self.health):
+            return  # no orchestration configured: this runs on every loop round
         now = time.time()
         running = self.options.mood == SupervisorStates.RUNNING
         for proc in self.processes():
