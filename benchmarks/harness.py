@@ -101,7 +101,15 @@ def related(roots: Iterable[int]) -> set[Pid]:
                 stack.append(child)
     # Each root leads its own session; a program orphaned by a killed supervisord
     # keeps that session id (unless it called setsid itself).
-    found.update(pid for pid, fields in table if _field(fields, 6) in roots)
+    members = {pid for pid, fields in table if _field(fields, 6) in roots} - found
+    found |= members
+    # ... and their descendants, which may have left the session (honcho's programs).
+    stack = list(members)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
     found -= roots
     return {p for p in map(Pid.of, found) if p is not None}
 
