@@ -241,11 +241,18 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             if self.watchdog is not None:
                 self.watchdog.remove(pid)
             process = self.options.pidhistory.pop(pid, None)
-            if process is None and (self.watchdog is None or pid != self.watchdog.pid):
-                self.options.logger.info(f"reaped unknown pid {pid}")
-            else:
+            if process is not None:
                 dispatchers = list(process.dispatchers.values())
                 process.finish(pid, status)
                 close_logs(dispatchers)
+            elif self.watchdog is not None and pid == self.watchdog.pid:
+                # Killed by someone: the programs must not go unguarded.
+                self.options.logger.warn("the orphan watchdog died; starting a new one")
+                self.watchdog.close()  # its end of the pipe
+                self.watchdog = self.options.watchdog = Watchdog()
+                for live in self.options.pidhistory:
+                    self.watchdog.add(live)
+            else:
+                self.options.logger.info(f"reaped unknown pid {pid}")
             if once:
                 return

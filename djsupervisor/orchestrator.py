@@ -165,16 +165,9 @@ class Orchestrator:
         for proc in self.processes():
             key = _key(proc)
             state = proc.get_state()
-            if (
-                running
-                and key in self.waiting
-                and state
-                in (
-                    ProcessStates.STOPPED,
-                    ProcessStates.EXITED,
-                )
-            ):
-                proc.spawn()
+            waiting = key in self.waiting and state in (ProcessStates.STOPPED, ProcessStates.EXITED)
+            # spawn() gives None while still blocked: then nothing was opened.
+            if running and waiting and proc.spawn() is not None:
                 self.opened = True
             self._probe(proc, key, state, now)
             essential = self.rules(_program(proc)).essential

@@ -91,6 +91,12 @@ def render_text(text: str, path: Path, context: Mapping[str, Any]) -> str:
         raise TemplateError(f"{where}: template error: {message}") from None
     except OSError as error:
         raise ConfigError(f"{path}: {error.strerror or error}: {error.filename}") from None
+    except ConfigError:
+        raise  # from a nested render (the templated filter): it names its own file
+    except Exception as error:  # a filter, tag or attribute failing while rendering
+        line = _line_of(error)
+        where = f"{path}:{line}" if line else str(path)
+        raise TemplateError(f"{where}: template error: {type(error).__name__}: {error}") from None
 
 
 def render_file(path: Path, context: Mapping[str, Any]) -> str:

@@ -169,6 +169,23 @@ def test_no_program_outlives_manage_py(setup: Setup, ending: str, exit_code: int
     wait_dead(watched, timeout=GRACE)
 
 
+def test_a_killed_watchdog_is_replaced(setup: Setup) -> None:
+    server = setup.project.start()
+    output = LineReader(server)
+    programs = wait_logged(setup.pidlog, ("plain", "family"))
+    watchdogs = set(descendants([server.pid])) - set(descendants(programs)) - set(programs)
+    assert len(watchdogs) == 1, watchdogs
+    os.kill(watchdogs.pop(), signal.SIGKILL)
+    setup.project.wait_for(
+        lambda: "the orphan watchdog died; starting a new one" in output.text, what="a new one"
+    )
+    assert server.poll() is None
+    # The new watchdog guards the running programs: SIGKILL takes them along.
+    server.send_signal(signal.SIGKILL)
+    assert output.finish() == -signal.SIGKILL
+    wait_dead(programs, timeout=GRACE)
+
+
 def test_sighup_without_a_terminal_reloads(setup: Setup) -> None:
     server = setup.project.start()
     output = LineReader(server)

@@ -70,6 +70,12 @@ def test_rendering_is_deterministic(tmp_path: Path) -> None:
         ("[program:a]\n\n{% bogus %}\n", 3, "Invalid block tag on line 3: 'bogus'"),
         ("[program:a]\ncommand={{ x|nosuch }}\n", 2, "Invalid filter: 'nosuch'"),
         ("[program:a]\n{% if x %}\ncommand=x\n", 2, "Unclosed tag on line 2: 'if'"),
+        # A filter that raises while rendering: an error, never a traceback.
+        (
+            "[program:a]\ncommand=x {{ 1|divisibleby:0 }}\n",
+            2,
+            "ZeroDivisionError: integer modulo by zero",
+        ),
     ],
 )
 def test_template_errors_name_file_and_line(
