@@ -122,7 +122,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         if value == SupervisorStates.RESTARTING and getattr(self, "logger", None) is not None:
             try:
                 self.check_config()
-            except ConfigError as error:
+            except Exception as error:  # never let a reload check crash the loop
                 self.logger.error(f"reload refused, keeping the running programs: {error}")
                 return
         self._mood = value
