@@ -74,7 +74,7 @@ def test_rendering_is_deterministic(tmp_path: Path) -> None:
         (
             "[program:a]\ncommand=x {{ 1|divisibleby:0 }}\n",
             2,
-            "ZeroDivisionError: integer modulo by zero",
+            "ZeroDivisionError: integer",  # the rest of the wording varies by Python
         ),
     ],
 )
