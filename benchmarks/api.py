@@ -16,7 +16,6 @@ import json
 import math
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ import xmlrpc.client
 from pathlib import Path
 from typing import Any
 
-from .harness import Channel
+from .harness import Channel, run_worker
 from .project import SETTINGS_MODULE
 from .registry import Context, Figure, Target, benchmark
 from .runtime import PEER, setup
@@ -97,18 +96,7 @@ def status(ctx: Context) -> list[Figure]:
         f"--peer={json.dumps(vars(peer.channel))}",
         f"--ours={json.dumps(vars(ours.channel))}",
     ]
-    proc = subprocess.run(
-        argv,
-        cwd=project.path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_worker(argv, cwd=project.path, env=env, timeout=300)
     for server in servers.values():
         ctx.procs.stop(server)
     samples = {"ours": result["ours"], "peer": result["peer"]}

@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .harness import run_worker
 from .project import SETTINGS_MODULE, make_project
 from .registry import Context, Figure, Target, benchmark
 
@@ -41,18 +41,9 @@ def assemble_config(ctx: Context) -> list[Figure]:
     merged_file = ctx.workdir / "merged.conf"
     env = {**project.env(), "DJANGO_SETTINGS_MODULE": SETTINGS_MODULE}
     argv = [sys.executable, "-m", "benchmarks.config", "--repeat", str(repeat)]
-    proc = subprocess.run(
-        [*argv, "--merged-file", str(merged_file)],
-        cwd=project.path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    result = run_worker(
+        [*argv, "--merged-file", str(merged_file)], cwd=project.path, env=env, timeout=180
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"worker exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
     if result["programs"] != APPS:
         raise RuntimeError(f"merged config has {result['programs']} programs, expected {APPS}")
     return [

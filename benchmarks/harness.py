@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -144,6 +145,22 @@ def pss_mib(pid: int) -> float | None:
         if line.startswith("Pss:"):
             return int(line.split()[1]) / 1024
     return None
+
+
+def run_worker(argv: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float) -> Any:
+    """Run a benchmark's measuring subprocess; return the JSON of its last stdout line."""
+    proc = subprocess.run(
+        list(argv),
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def free_ports(count: int) -> list[int]:

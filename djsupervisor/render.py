@@ -65,9 +65,10 @@ class StrictContext(Context):
             raise UnknownVariable(key) from None
 
 
-def _line_of(error: BaseException) -> int | None:
+def _where(path: Path, error: BaseException) -> str:
+    """``path:line`` where the engine recorded the line of ``error``, else ``path``."""
     debug = getattr(error, "template_debug", None)
-    return int(debug["line"]) if debug else None
+    return f"{path}:{debug['line']}" if debug else str(path)
 
 
 def render_text(text: str, path: Path, context: Mapping[str, Any]) -> str:
@@ -77,15 +78,13 @@ def render_text(text: str, path: Path, context: Mapping[str, Any]) -> str:
         template = Template(text, origin=Origin(str(path)), name=str(path), engine=engine)
         return template.render(StrictContext(dict(context), autoescape=False))
     except UnknownVariable as error:
-        line = _line_of(error)
-        where = f"{path}:{line}" if line else str(path)
+        where = _where(path, error)
         known = ", ".join(sorted(k for k in context if not k.startswith("_")))
         raise TemplateError(
             f"{where}: unknown template variable {error.args[0]!r} (known: {known})"
         ) from None
     except (TemplateSyntaxError, VariableDoesNotExist) as error:
-        line = _line_of(error)
-        where = f"{path}:{line}" if line else str(path)
+        where = _where(path, error)
         # Django 6.1 starts the message with "Template: <name>, ": we already say where.
         message = str(error).removeprefix(f"Template: {path}, ")
         raise TemplateError(f"{where}: template error: {message}") from None
@@ -94,8 +93,7 @@ def render_text(text: str, path: Path, context: Mapping[str, Any]) -> str:
     except ConfigError:
         raise  # from a nested render (the templated filter): it names its own file
     except Exception as error:  # a filter, tag or attribute failing while rendering
-        line = _line_of(error)
-        where = f"{path}:{line}" if line else str(path)
+        where = _where(path, error)
         raise TemplateError(f"{where}: template error: {type(error).__name__}: {error}") from None
 
 
