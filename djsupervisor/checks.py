@@ -14,8 +14,12 @@ kind of error under a stable id:
 ``djsupervisor.E007``  ``depends_on`` or a group's ``programs`` names no program
 ``djsupervisor.E008``  an env file is missing or unusable, or python-dotenv is missing
 ``djsupervisor.E009``  a ``SUPERVISOR_*`` setting has the wrong type
+``djsupervisor.E010``  a value cannot work (negative timeout, ``numprocs`` < 1, over 64 KiB)
+``djsupervisor.E011``  ``[inet_http_server]`` binds a non-loopback address without credentials
 ``djsupervisor.W001``  the ``autoreload`` program is enabled while ``DEBUG`` is off
 ``djsupervisor.W002``  ``SUPERVISOR_CONTRIB`` names an app that is not installed
+``djsupervisor.W003``  a program's executable is not found (absolute path, or on its PATH)
+``djsupervisor.W004``  ``[inet_http_server]`` has no username and password
 =====================  ==================================================================
 """
 
@@ -32,8 +36,10 @@ from django.core.checks import Warning as CheckWarning
 from .errors import (
     ConfigError,
     EnvFileError,
+    ImpossibleValue,
     MissingConfigFile,
     NoCommand,
+    OpenControlChannel,
     RejectedValue,
     SettingError,
     SupervisorError,
@@ -58,6 +64,8 @@ ERROR_IDS: dict[type[SupervisorError], str] = {
     UnknownReference: "djsupervisor.E007",
     EnvFileError: "djsupervisor.E008",
     SettingError: "djsupervisor.E009",
+    ImpossibleValue: "djsupervisor.E010",
+    OpenControlChannel: "djsupervisor.E011",
 }
 
 _HINTS = {
@@ -130,14 +138,15 @@ def validate(project: Project, opts: config.Options, *, supervisord: bool = True
     return merged
 
 
-def _warnings(merged: config.Merged) -> list[CheckMessage]:
+def _warnings(merged: config.Merged, here: str) -> list[CheckMessage]:
     from django.apps import apps
     from django.conf import settings
 
+    from . import values
     from .conf import conf
     from .project import contrib_labels
 
-    found: list[CheckMessage] = []
+    found: list[CheckMessage] = values.warnings(merged, here)
     if "program:autoreload" in merged.sections and not settings.DEBUG:
         found.append(
             CheckWarning(
@@ -176,8 +185,9 @@ def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
     try:
         conf.SUPERVISOR_CELERY_APP  # noqa: B018  (read only to check its type)
-        merged = validate(locate(), config.Options())
+        project = locate()
+        merged = validate(project, config.Options())
     except SupervisorError as error:
         ident = check_id(error)
         return [Error(str(error), hint=_HINTS.get(ident), id=ident)]
-    return _warnings(merged)
+    return _warnings(merged, str(project.config_file.parent))

@@ -46,6 +46,14 @@ class SettingError(ConfigError):
     """A ``SUPERVISOR_*`` setting has a value of the wrong type."""
 
 
+class ImpossibleValue(ConfigError):
+    """A value supervisord accepts but that cannot work (negative timeout, huge value)."""
+
+
+class OpenControlChannel(ConfigError):
+    """``[inet_http_server]`` binds beyond loopback without username and password."""
+
+
 class StartError(SupervisorError):
     """supervisord could not be started."""
 

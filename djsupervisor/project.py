@@ -22,6 +22,7 @@ from django.utils.crypto import salted_hmac
 from . import config, envfiles, render
 from .conf import conf
 from .errors import ConfigError, MissingConfigFile, NoCommand, UnknownName
+from .values import check_values
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 BUILTIN_FILE = PACKAGE_DIR / "builtin" / "supervisord.conf"
@@ -208,6 +209,7 @@ def merged_sections(project: Project, options: config.Options) -> config.Merged:
     for name, values in merged.sections.items():
         if name.startswith(config.PROCESS_PREFIXES) and not values.get("command", "").strip():
             raise NoCommand(f"{merged.where(name)}: [{name}] has no command")
+    check_values(merged)
     if len(str(project.socket_path)) > MAX_SOCKET_PATH:
         raise ConfigError(
             f"control socket path {project.socket_path} is too long for a unix socket; "

@@ -19,7 +19,7 @@ from supervisor.medusa import asyncore_25 as asyncore
 from supervisor.options import ServerOptions
 from supervisor.states import SupervisorStates
 
-from . import config, guard, rpc, rules, spawn
+from . import config, guard, limits, rpc, rules, spawn
 from .console import Console, ConsoleLogHandler
 from .errors import ConfigError, StartError
 from .loop import ProjectSupervisor
@@ -371,6 +371,7 @@ def run_rounds(
         )
         options.nodaemon = not daemonize
         options.first = first
+        limits.ensure_fds(options)
         options.check_pidfile()
         options.test = False
         # Django's connections must not be shared with children or the daemon.

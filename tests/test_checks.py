@@ -207,7 +207,9 @@ def test_manage_py_check_and_the_command_report_the_same_problem(proj: Project) 
 
 
 def test_manage_py_check_shows_warnings_without_failing(proj: Project) -> None:
-    proj.write("supervisord.conf", "[program:a]\ncommand=a\n[program:autoreload]\nexclude=false\n")
+    proj.write(
+        "supervisord.conf", "[program:a]\ncommand=/bin/true\n[program:autoreload]\nexclude=false\n"
+    )
     out, err, code = proj.manage("check")
     assert (out, code) == ("", 0)
     assert "(djsupervisor.W001) the autoreload program is enabled while DEBUG is off" in err
