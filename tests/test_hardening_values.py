@@ -276,6 +276,41 @@ def test_a_hard_limit_too_low_is_refused_before_anything_starts(
     assert not marker.exists()
 
 
+START_API = """\
+import sys
+
+import djsupervisor
+
+try:
+    djsupervisor.start(project_dir=sys.argv[1], timeout=60)
+except djsupervisor.StartError as error:
+    print(f"StartError: {error}")
+else:
+    print("started")
+"""
+
+
+def test_start_api_reports_a_hard_limit_too_low(tmp_path: Path, projects: list[Project]) -> None:
+    marker = tmp_path / "started"
+    project = make_project(tmp_path / "p", many(marker, 40))
+    projects.append(project)
+    proc = subprocess.run(
+        [sys.executable, "-c", START_API, str(project.path)],
+        cwd=project.path,
+        env=project.env(DJANGO_SETTINGS_MODULE="testproj.settings"),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=nofile(64, 128),
+    )
+    assert (proc.stderr, proc.returncode) == ("", 0)
+    assert proc.stdout.startswith("StartError: ")
+    assert "not enough file descriptors: " in proc.stdout
+    assert "needed for 40 processes, 128 available (ulimit -n)" in proc.stdout
+    assert not marker.exists()
+
+
 @pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="reads the limit with prlimit (Linux)")
 def test_the_soft_limit_is_raised_so_every_program_starts(
     tmp_path: Path, projects: list[Project]
