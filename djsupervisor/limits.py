@@ -11,7 +11,7 @@ import os
 import resource
 from typing import Any
 
-from .errors import StartError
+from .errors import ConfigError, StartError
 
 #: Descriptors beyond the estimate: a spawn's six transient pipe ends, RPC and HTTP
 #: connections, the poller, Django's own (database, autoreload) and a health probe or two.
@@ -72,6 +72,14 @@ def ensure_fds(options: Any) -> None:
             if soft < required:
                 raise StartError(_refusal(required, processes, soft)) from None
             options.minfds = soft
+
+
+def check_reload(options: Any) -> None:
+    """Like ``ensure_fds``, but a config that needs too many is a refused reload."""
+    try:
+        ensure_fds(options)
+    except StartError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _refusal(required: int, processes: int, available: int) -> str:

@@ -276,6 +276,40 @@ def test_a_hard_limit_too_low_is_refused_before_anything_starts(
     assert not marker.exists()
 
 
+def test_a_reload_needing_more_than_the_hard_limit_keeps_the_programs(
+    tmp_path: Path, projects: list[Project]
+) -> None:
+    marker = tmp_path / "started"
+    project = make_project(tmp_path / "p", many(marker, 10))
+    projects.append(project)
+    proc = subprocess.Popen(
+        [sys.executable, str(project.path / "manage.py"), "supervisor"],
+        cwd=project.path,
+        env=project.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=nofile(64, 1024),
+    )
+    project.started.append(proc)
+    output = LineReader(proc)
+    rpc = Rpc(project)
+    names = {f"many-{n:03d}": "RUNNING" for n in range(10)}
+    before = {name: info["pid"] for name, info in rpc.wait_states(names, proc).items()}
+    project.write("supervisord.conf", many(marker, 400))
+    out, err, code = project.manage("supervisor", "reload")
+    assert "not enough file descriptors: " in out + err
+    assert "needed for 400 processes, 1024 available (ulimit -n)" in out + err
+    assert code == 1
+    proc.send_signal(signal.SIGHUP)
+    output.wait_for("reload refused, keeping the running programs: not enough file descriptors")
+    after = {name: info["pid"] for name, info in rpc.wait_states(names, proc).items()}
+    assert after == before
+    assert len(marker.read_text().splitlines()) == 10
+
+
 START_API = """\
 import sys
 
