@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 # What only one path needs (the server, export, JSON status, the watcher) is imported
 # there: every action pays for this module's imports before it starts.
-from djsupervisor import checks, config, ctl
+from djsupervisor import checks, config, ctl, succession
 from djsupervisor.errors import ConfigError, SupervisorError
 from djsupervisor.project import (
     Project,
@@ -180,6 +180,9 @@ class Command(BaseCommand):
         json: bool = False,
         **options: Any,
     ) -> None:
+        if action and " " in action[0].strip():
+            # supervisorctl joins its arguments into one line: 'tail -100000' web works.
+            action = action[0].split() + action[1:]
         if json and action[:1] != ["status"]:
             raise CommandError("--json works with the status action only", returncode=2)
         opts = config.Options(
@@ -261,6 +264,12 @@ class Command(BaseCommand):
             f"supervisord is already running for this project ({project.socket_path}); "
             "see 'manage.py supervisor status', or stop it with 'manage.py supervisor shutdown'",
         )
+        # Right after 'shutdown' the previous instance may still be stopping programs.
+        succession.wait_for_previous(
+            project.lock_path,
+            load(),
+            lambda: ctl.ping(*ctl.client_options(load, configfile).channel),
+        )
         with lock, runtime.process_state():
             try:
                 reason = runtime.run_rounds(
@@ -269,6 +278,7 @@ class Command(BaseCommand):
                     daemonize=daemonize,
                     hangup_stops=runtime.has_terminal(),
                     console=console,
+                    project_dir=str(project.directory),
                 )
                 if reason:
                     raise CommandError(reason, returncode=1)
