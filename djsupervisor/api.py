@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypedDict
 
-from . import config, ctl
+from . import checks, config, ctl
 from .client import ProcessInfo, Supervisor, UpdateResult
 from .errors import StartError, SupervisorError
 from .project import Project, assemble, ensure_runtime_dir, locate, merged_sections
@@ -191,6 +191,9 @@ def start(
     _setup_django()
     project = locate(project_dir, config_file)
     opts = _options(launch, nolaunch, exclude, include, autoreload)
+    # Every configuration problem is a ConfigError, found here as 'manage.py check'
+    # finds it, not a StartError after the child has failed on it.
+    checks.validate(project, opts)
     channel = _channel(project, opts)
     if Supervisor(*channel)._answers():
         raise StartError(

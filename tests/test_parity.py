@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import supervisor
 
-from tests.utils import LineReader, Project, make_project
+import djsupervisor
+from djsupervisor import ConfigError
+from tests.utils import LineReader, Project, daemon_pids, make_project, sleeper
 
 FIXTURES = Path(supervisor.__file__).resolve().parent / "tests" / "fixtures"
 
@@ -175,3 +178,24 @@ def test_programs_run_in_the_project_dir_with_our_scripts_first_on_path(
     assert path == f"{scripts}:/usr/bin:/bin"
     own = next(line for line in reader.lines if "| own " in line).split("| own ", 1)[1]
     assert own == "/ /usr/bin:/bin"  # explicit directory= and PATH win
+
+
+# --- 5. start() raises ConfigError for every configuration problem -------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("depends_on=nope", r"\[program:web\].*nope"),
+        ("healthcheck=ftp://localhost:1", r"\[program:web\].*healthcheck"),
+        ("startsecs=abc", r"\[program:web\].*startsecs"),
+    ],
+)
+def test_start_raises_config_error_for_a_bad_value(
+    tmp_path: Path, projects: list[Project], extra: str, match: str
+) -> None:
+    project = make_project(tmp_path / "proj", f"[program:web]\ncommand={sleeper('web')}\n{extra}\n")
+    projects.append(project)
+    with pytest.raises(ConfigError, match=match):
+        djsupervisor.start(project_dir=project.path, timeout=20)
+    assert daemon_pids(project.path) == []
