@@ -199,3 +199,34 @@ def test_start_raises_config_error_for_a_bad_value(
     with pytest.raises(ConfigError, match=match):
         djsupervisor.start(project_dir=project.path, timeout=20)
     assert daemon_pids(project.path) == []
+
+
+# --- 8. autoreload restarts each program on its own --------------------------------------
+
+
+def test_autoreload_brings_a_fast_program_back_while_a_slow_one_stops(
+    tmp_path: Path, projects: list[Project]
+) -> None:
+    from tests.test_autoreload import new_project, start, watching
+
+    project = new_project(
+        projects,
+        tmp_path,
+        f"""
+        [program:fast]
+        command={sleeper("fast")}
+        startsecs=0
+        [program:slow]
+        command=sh -c 'trap "sleep 4; exit 0" TERM; while true; do sleep 0.1; done'
+        startsecs=0
+        stopwaitsecs=20
+        """,
+    )
+    running = watching(start(project))
+    fast, slow = running.pid("fast"), running.pid("slow")
+    project.write("app/views.py", "VIEW = 1\n")
+    running.wait_new_pid("fast", fast)
+    assert running.state("slow") == "STOPPING", running.log("autoreload")
+    running.wait_new_pid("slow", slow)
+    running.wait(lambda: running.restarts() == 1, "the restart to be reported")
+    assert "restarted: fast, slow\n" in running.log("autoreload")
