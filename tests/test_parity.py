@@ -5,6 +5,7 @@ Each test runs a real ``manage.py supervisor`` on a throw-away project.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -230,3 +231,60 @@ def test_autoreload_brings_a_fast_program_back_while_a_slow_one_stops(
     running.wait_new_pid("slow", slow)
     running.wait(lambda: running.restarts() == 1, "the restart to be reported")
     assert "restarted: fast, slow\n" in running.log("autoreload")
+
+
+# --- 9. waiting until the programs with a health check are healthy ------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def late_listener_conf(port: int) -> str:
+    """A web program that listens only 1.5 s after it is RUNNING (startsecs=0)."""
+    code = (
+        "import socket, time; time.sleep(1.5); s = socket.socket(); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(3600)"
+    )
+    return (
+        f'[program:web]\ncommand={{{{ PYTHON }}}} -c "{code}"\nstartsecs=0\n'
+        f"healthcheck=tcp://127.0.0.1:{port}\nhealthcheck_interval=0.2\n"
+    )
+
+
+def test_start_waits_until_healthy(tmp_path: Path, projects: list[Project]) -> None:
+    port = free_port()
+    project = make_project(tmp_path / "proj", late_listener_conf(port))
+    projects.append(project)
+    with djsupervisor.start(project_dir=project.path, wait="healthy", timeout=30) as handle:
+        project.started.append(handle._process)  # type: ignore[arg-type]
+        # Listening right away, not merely RUNNING.
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        assert [i.health for i in handle.status("web")] == ["healthy"]
+
+
+def test_pytest_plugin_waits_until_healthy(tmp_path: Path, projects: list[Project]) -> None:
+    port = free_port()
+    project = make_project(tmp_path / "proj", late_listener_conf(port))
+    projects.append(project)
+    project.write(
+        "test_site.py",
+        f"""\
+        import socket
+
+        def test_web_listens(supervisor):
+            socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+        """,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_site.py"],
+        cwd=project.path,
+        env=project.env(DJANGO_SETTINGS_MODULE="testproj.settings"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
