@@ -186,8 +186,9 @@ def start(
     its own session (your signals and terminal stay yours), and stops when your
     process dies. Returns once it answers and, with ``wait``, every autostart program
     has left STARTING; with ``wait="healthy"``, also once every program with a
-    ``healthcheck`` is healthy. Raises ``ConfigError`` for a configuration that does not build
-    and ``StartError`` (with supervisord's reason) when it cannot start.
+    ``healthcheck`` is healthy. Raises ``ConfigError`` for every configuration problem,
+    before starting anything, and ``StartError`` (with supervisord's reason) when it
+    cannot start.
     """
     _setup_django()
     project = locate(project_dir, config_file)

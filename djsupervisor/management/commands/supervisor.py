@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 # What only one path needs (the server, export, JSON status, the watcher) is imported
 # there: every action pays for this module's imports before it starts.
-from djsupervisor import checks, config, ctl, succession
+from djsupervisor import checks, config, ctl
 from djsupervisor.errors import ConfigError, SupervisorError
 from djsupervisor.project import (
     Project,
@@ -252,7 +252,7 @@ class Command(BaseCommand):
         console: Console | None = None,
     ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
-        from djsupervisor import runtime
+        from djsupervisor import runtime, succession
 
         def load() -> config.Merged:
             return merged_sections(project, opts)
