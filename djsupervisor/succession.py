@@ -26,12 +26,12 @@ MARGIN = 5.0
 
 def longest_stopwaitsecs(merged: config.Merged) -> float:
     """The longest ``stopwaitsecs`` of any process in ``merged`` (supervisord's default 10)."""
-    longest = float(DEFAULT_STOPWAITSECS)
+    waits = []
     for name, values in merged.sections.items():
         if name.startswith(config.PROCESS_PREFIXES):
             with contextlib.suppress(ValueError):
-                longest = max(longest, float(values.get("stopwaitsecs", DEFAULT_STOPWAITSECS)))
-    return longest
+                waits.append(float(values.get("stopwaitsecs", DEFAULT_STOPWAITSECS)))
+    return max(waits, default=float(DEFAULT_STOPWAITSECS))
 
 
 def _locked(lock_path: Path) -> bool:
@@ -60,6 +60,7 @@ def wait_for_previous(
     merged: config.Merged,
     ping: Callable[[], None],
     *,
+    margin: float = MARGIN,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Return once no shutting-down instance holds the lock; raise ``StartError`` if it lasts.
@@ -74,7 +75,7 @@ def wait_for_previous(
         return  # running normally: not ours to wait for
     except NotRunning:
         pass  # shutting down, or its control channel is already closed
-    timeout = longest_stopwaitsecs(merged) + MARGIN
+    timeout = longest_stopwaitsecs(merged) + margin
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not _locked(lock_path):
@@ -83,5 +84,5 @@ def wait_for_previous(
     pid = _pid(merged.sections.get("supervisord", {}).get("pidfile"))
     raise StartError(
         f"the previous supervisord of this project (pid {pid}) is still shutting down "
-        f"after {timeout:.0f} s; try again once it has stopped"
+        f"after {timeout:g} s; try again once it has stopped"
     )

@@ -288,3 +288,32 @@ def test_pytest_plugin_waits_until_healthy(tmp_path: Path, projects: list[Projec
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
+
+
+def test_a_previous_instance_that_never_finishes_is_named(tmp_path: Path) -> None:
+    """The lock held past the longest stopwaitsecs: refuse, naming the holder's pid."""
+    import fcntl
+
+    from djsupervisor import config, succession
+    from djsupervisor.errors import NotRunning, StartError
+
+    lock_path, pidfile = tmp_path / "supervisord.lock", tmp_path / "supervisord.pid"
+    pidfile.write_text("4242\n")
+    merged = config.Merged(
+        {
+            "supervisord": {"pidfile": str(pidfile)},
+            "program:slow": {"command": "x", "stopwaitsecs": "0"},
+        }
+    )
+
+    def shutting_down() -> None:
+        raise NotRunning("supervisord is shutting down")
+
+    with open(lock_path, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(StartError, match=r"\(pid 4242\) is still shutting down after 0.2 s"):
+            succession.wait_for_previous(lock_path, merged, shutting_down, margin=0.2)
+        # One that answers normally is left to the usual "already running" refusal.
+        succession.wait_for_previous(lock_path, merged, lambda: None, margin=0.2)
+    # Nobody holds the lock: nothing to wait for.
+    succession.wait_for_previous(lock_path, merged, shutting_down, margin=0.2)
