@@ -1,10 +1,10 @@
 """Tap each program's output for the console, straight from its output dispatchers.
 
-The console used to be fed by supervisord's ``PROCESS_LOG`` events, which meant turning
-``stdout_events_enabled``/``stderr_events_enabled`` on for every process. That changed
-what a user's ``PROCESS_LOG`` listener receives, and an event listener that writes
-what it receives to its stderr then received its own output, forever. Tapping the
-dispatcher that logs the output leaves supervisord's events exactly as configured.
+Not from supervisord's ``PROCESS_LOG`` events: those need ``stdout_events_enabled``/
+``stderr_events_enabled`` on every process, which changes what a user's ``PROCESS_LOG``
+listener receives, and an event listener that writes what it receives to its stderr
+would receive its own output, forever (supervisor's issue 565). Tapping the dispatcher
+that logs the output leaves supervisord's events exactly as configured.
 """
 
 from __future__ import annotations
