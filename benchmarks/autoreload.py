@@ -17,7 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-from .harness import Channel, Processes, ProcessFailed, children, cpu_seconds, free_ports
+from .harness import (
+    Channel,
+    Processes,
+    ProcessFailed,
+    children,
+    cpu_seconds,
+    free_ports,
+    stock_command,
+)
 from .project import BenchProject, getconfig, make_project
 from .registry import Context, Figure, Target, benchmark
 
@@ -175,6 +183,101 @@ def restart_and_idle(ctx: Context) -> list[Figure]:
             samples={key: [value] for key, value in percent.items()},
             extras={**extras, "window_seconds": elapsed},
         ),
+    ]
+
+
+MIXED_CONF = """\
+[program:web]
+command=sleep 600
+startsecs=0
+
+[program:slow]
+command=sh -c 'trap "sleep 5; exit 0" TERM; while true; do sleep 0.1; done'
+startsecs=0
+stopwaitsecs=20
+"""
+
+
+def _back(
+    channel: Channel, old: dict[str, object], started: float, timeout: float = 30.0
+) -> dict[str, float]:
+    """Seconds from ``started`` until each program in ``old`` RUNNING with a new pid."""
+    back: dict[str, float] = {}
+    deadline = started + timeout
+    while len(back) < len(old) and time.perf_counter() < deadline:
+        for name, pid in old.items():
+            info = _info(channel, name)
+            if name not in back and info["pid"] != pid and info["statename"] == "RUNNING":
+                back[name] = time.perf_counter() - started
+        time.sleep(0.01)
+    if len(back) < len(old):
+        raise ProcessFailed(f"not restarted within {timeout:.0f} s: {set(old) - set(back)}")
+    return back
+
+
+@benchmark(
+    "autoreload.mixed",
+    "one program stopping at once, one taking 5 s: file write (ours) or "
+    "'supervisorctl restart web slow' (stock supervisord) to each one's new pid RUNNING",
+)
+def restart_mixed(ctx: Context) -> list[Figure]:
+    project = make_project(ctx.workdir / "proj", conf=MIXED_CONF)
+    settings = project.path / "benchproj" / "settings.py"
+    settings.write_text(settings.read_text() + "DEBUG = True\n")
+    (project.path / "app").mkdir()
+    (project.path / "app" / "__init__.py").write_text("")
+    module = project.path / "app" / "code.py"
+    module.write_text("VALUE = 0\n")
+    names = ("web", "slow")
+    channel = getconfig(project).channel()
+    peer_dir = ctx.workdir / "peer"
+    peer_dir.mkdir(mode=0o700)
+    peer_conf = getconfig(project, "--noreload").rehomed(peer_dir)
+    peer_file = peer_conf.write(ctx.workdir / "peer.conf")
+    server = ctx.procs.start(
+        project.manage_argv("supervisor"), name="supervisor", env=_env(project), cwd=project.path
+    )
+    peer = ctx.procs.start(
+        [*stock_command("supervisord"), "-n", "-c", str(peer_file)],
+        name="stock-supervisord",
+        env=project.env(),
+        cwd=project.path,
+    )
+    peer_channel = peer_conf.channel()
+    ctx.procs.wait_running(server, channel, {*names, "autoreload"})
+    ctx.procs.wait_running(peer, peer_channel, set(names))
+    _wait_ready(ctx.procs, server, channel)
+    runs = ctx.reps(2, 5)
+    samples: dict[str, dict[str, list[float]]] = {name: {"ours": [], "peer": []} for name in names}
+    for serial in range(1, runs + 1):
+        old = {name: _info(channel, name)["pid"] for name in names}
+        started = time.perf_counter()
+        module.write_text(f"VALUE = {serial}\n")
+        for name, seconds in _back(channel, old, started).items():
+            samples[name]["ours"].append(seconds)
+        old = {name: _info(peer_channel, name)["pid"] for name in names}
+        started = time.perf_counter()
+        subprocess.run(
+            [*stock_command("supervisorctl"), "-c", str(peer_file), "restart", *names],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for name, seconds in _back(peer_channel, old, started).items():
+            samples[name]["peer"].append(seconds)
+        time.sleep(0.5)  # the watcher's next poll starts afresh
+    ctx.procs.stop(peer)
+    ctx.procs.stop(server)
+    return [
+        Figure(
+            label=f"{name} back after a change, median of {runs} ({what})",
+            unit="s",
+            ours=statistics.median(samples[name]["ours"]),
+            peer=statistics.median(samples[name]["peer"]),
+            peer_name="supervisorctl restart, stock supervisord",
+            samples=samples[name],
+        )
+        for name, what in (("web", "stops at once"), ("slow", "takes 5 s to stop"))
     ]
 
 

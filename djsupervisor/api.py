@@ -9,9 +9,9 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import Literal, TypedDict
 
-from . import config, ctl
+from . import checks, config, ctl
 from .client import ProcessInfo, Supervisor, UpdateResult
 from .errors import StartError, SupervisorError
 from .project import Project, assemble, ensure_runtime_dir, locate, merged_sections
@@ -41,7 +41,7 @@ class StartOptions(TypedDict, total=False):
     exclude: Sequence[str]
     include: Sequence[str]
     autoreload: bool
-    wait: bool
+    wait: bool | Literal["healthy"]
     timeout: float
 
 
@@ -177,7 +177,7 @@ def start(
     exclude: Sequence[str] = (),
     include: Sequence[str] = (),
     autoreload: bool = False,
-    wait: bool = True,
+    wait: bool | Literal["healthy"] = True,
     timeout: float = 30.0,
 ) -> Supervisor:
     """Run the project's supervisord in a background process; return a handle on it.
@@ -185,12 +185,17 @@ def start(
     supervisord runs as ``manage.py supervisor`` would, with your settings module, in
     its own session (your signals and terminal stay yours), and stops when your
     process dies. Returns once it answers and, with ``wait``, every autostart program
-    has left STARTING. Raises ``ConfigError`` for a configuration that does not build
-    and ``StartError`` (with supervisord's reason) when it cannot start.
+    has left STARTING; with ``wait="healthy"``, also once every program with a
+    ``healthcheck`` is healthy. Raises ``ConfigError`` for every configuration problem,
+    before starting anything, and ``StartError`` (with supervisord's reason) when it
+    cannot start.
     """
     _setup_django()
     project = locate(project_dir, config_file)
     opts = _options(launch, nolaunch, exclude, include, autoreload)
+    # Every configuration problem is a ConfigError, found here as 'manage.py check'
+    # finds it, not a StartError after the child has failed on it.
+    checks.validate(project, opts)
     channel = _channel(project, opts)
     if Supervisor(*channel)._answers():
         raise StartError(
@@ -216,6 +221,8 @@ def start(
         if wait:
             try:
                 handle._wait_autostarted(max(deadline - time.monotonic(), 0.0))
+                if wait == "healthy":
+                    handle.wait_healthy(timeout=max(deadline - time.monotonic(), 0.0))
             except SupervisorError as error:
                 handle._raise_if_exited("supervisord exited during startup")
                 raise StartError(str(error)) from None

@@ -521,7 +521,7 @@ class Watcher:
         return set(fresh)
 
     def restart(self, targets: Sequence[Target]) -> None:
-        """Restart (or signal) the targets' processes, all at once; leave stopped ones be."""
+        """Restart (or signal) the targets' processes, each on its own; leave stopped ones be."""
         if not targets:
             return
         restart: list[str] = []
@@ -539,11 +539,7 @@ class Watcher:
             restart.append(name)
             if state in ACTIVE_STATES:
                 running.append(name)
-        faults = self.stop(running)
-        faults += _faults(
-            self.channel.multicall(("startProcess", [name, False]) for name in restart),
-            ("ALREADY_STARTED", "BAD_NAME"),
-        )
+        faults = self.restart_each(restart, running)
         faults += _faults(
             self.channel.multicall(("signalProcess", [name, sig]) for name, sig in signals),
             ("NOT_RUNNING", "BAD_NAME"),
@@ -568,10 +564,42 @@ class Watcher:
         self.wait_stopped(names)
         return faults
 
+    def restart_each(self, names: Sequence[str], running: Sequence[str]) -> list[str]:
+        """Stop ``running`` at once, and start each of ``names`` as soon as it is down.
+
+        A program that stops at once is back while a slow one (Celery's warm shutdown)
+        is still stopping: the web server is not down for as long as the slowest.
+        """
+        faults = _faults(
+            self.channel.multicall(("stopProcess", [name, False]) for name in running),
+            ("NOT_RUNNING", "BAD_NAME"),
+        )
+        deadline = self._stop_deadline()
+        pending = list(names)
+        while pending:
+            states = {
+                f"{info['group']}:{info['name']}": info["statename"]
+                for info in self.channel("getAllProcessInfo")
+            }
+            late = time.monotonic() >= deadline  # supervisord killed it: start it anyway
+            down = [n for n in pending if late or states.get(n) not in UNSTOPPED_STATES]
+            faults += _faults(
+                self.channel.multicall(("startProcess", [name, False]) for name in down),
+                ("ALREADY_STARTED", "BAD_NAME"),
+            )
+            pending = [n for n in pending if n not in down]
+            if pending:
+                self.sleep(STATE_POLL)
+        return faults
+
+    def _stop_deadline(self) -> float:
+        """When every stop must be over: supervisord kills laggards after stopwaitsecs."""
+        waits = [v.get("stopwaitsecs", "10") for v in self.sections.values()]
+        return time.monotonic() + 10 + max((int(w) for w in waits if w.isdigit()), default=10)
+
     def wait_stopped(self, names: Collection[str]) -> None:
         """Wait until none of ``names`` is running or stopping (supervisord kills laggards)."""
-        waits = [v.get("stopwaitsecs", "10") for v in self.sections.values()]
-        deadline = time.monotonic() + 10 + max((int(w) for w in waits if w.isdigit()), default=10)
+        deadline = self._stop_deadline()
         while names and time.monotonic() < deadline:
             if not any(
                 f"{info['group']}:{info['name']}" in names and info["statename"] in UNSTOPPED_STATES

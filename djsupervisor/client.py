@@ -336,6 +336,29 @@ class Supervisor:
                 raise SupervisorError(f"not RUNNING after {timeout:g} s: {late}")
             time.sleep(_POLL)
 
+    def wait_healthy(self, *names: str, timeout: float = 30.0) -> list[ProcessInfo]:
+        """Wait until every process (of ``names``) with a health check is healthy.
+
+        Returns their info. Raises ``SupervisorError`` at once if one of them is FATAL,
+        or when ``timeout`` passes (naming the ones not healthy yet).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            # A RUNNING process's health is known from the loop round after it got there:
+            # every answer comes after that round.
+            infos = self.status(*names)
+            checked = [i for i in infos if i.health is not None]
+            fatal = [i for i in infos if i.state == "FATAL"]
+            if fatal:
+                raise SupervisorError(f"{fatal[0].namespec} is FATAL: {fatal[0].description}")
+            late = [i for i in checked if i.health != "healthy"]
+            if not late:
+                return checked
+            if time.monotonic() >= deadline:
+                verdicts = ", ".join(f"{i.namespec} {i.health}" for i in late)
+                raise SupervisorError(f"not healthy after {timeout:g} s: {verdicts}")
+            time.sleep(_POLL)
+
     def _wait_autostarted(self, timeout: float) -> None:
         """Wait until every autostart process has left STARTING (and BACKOFF)."""
         deadline = time.monotonic() + timeout

@@ -1,9 +1,9 @@
 """Every program's output, live on the console, one prefixed line at a time.
 
-Fed in-process by supervisord's own log events, so per-program log files, rotation
-and ``tail`` work as usual. Writing never blocks supervisord: the console gets its own
-non-blocking file description, and what the terminal cannot take yet waits, in order,
-in memory until the poller says it can.
+Fed in-process where supervisord logs each program's output (see ``capture``), so
+per-program log files, rotation and ``tail`` work as usual. Writing never blocks
+supervisord: the console gets its own non-blocking file description, and what the
+terminal cannot take yet waits, in order, in memory until the poller says it can.
 """
 
 from __future__ import annotations

@@ -85,6 +85,11 @@ def ping(serverurl: str, username: str | None, password: str | None) -> None:
     try:
         with server_proxy(serverurl, username, password) as proxy:  # closes the connection
             proxy.supervisor.getState()
+    except xmlrpc.client.Fault as error:
+        if error.faultCode != Faults.SHUTDOWN_STATE:
+            raise
+        # Stopping slow programs can take many seconds: say so, not a traceback.
+        raise NotRunning("supervisord is shutting down") from None
     except xmlrpc.client.ProtocolError as error:
         if error.errcode == 401:
             raise NotRunning(

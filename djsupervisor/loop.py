@@ -126,7 +126,6 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         console = self.options.console
         if console is not None:
             socket_map[console.fd] = ConsoleDispatcher(console)
-            events.subscribe(events.ProcessLogEvent, self.show_output)
             console.add_names(
                 [p.config.name for g in self.process_groups.values() for p in g.processes.values()]
             )
@@ -180,11 +179,6 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
                 console.drain()
             for group in self.process_groups.values():
                 close_logs(group.get_dispatchers().values())
-
-    def show_output(self, event: Any) -> None:
-        console = self.options.console
-        channel = "stdout" if isinstance(event, events.ProcessLogStdoutEvent) else "stderr"
-        console.output(event.process.config.name, channel, event.data)
 
     def next_timeout(self) -> float:
         """Seconds until the earliest due transition (the fixed 1 s poll otherwise)."""

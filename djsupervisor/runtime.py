@@ -19,7 +19,7 @@ from supervisor.medusa import asyncore_25 as asyncore
 from supervisor.options import ServerOptions
 from supervisor.states import SupervisorStates
 
-from . import config, guard, limits, rpc, rules, spawn
+from . import capture, config, guard, limits, programenv, rpc, rules, spawn
 from .console import Console, ConsoleLogHandler
 from .errors import ConfigError, StartError
 from .loop import ProjectSupervisor
@@ -82,9 +82,11 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         *,
         hangup_stops: bool = False,
         console: Console | None = None,
+        project_dir: str | None = None,
     ) -> None:
         super().__init__()
         self._load = load
+        self.project_dir = project_dir
         self.configfile = configfile
         self.hangup_stops = hangup_stops
         self.console = console
@@ -144,9 +146,9 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
                 program = getattr(process, "program_name", group.name)
                 oneshot = self.rules.get(program, rules.Rules()).oneshot
                 if self.console is not None and not self.console.quiet:
-                    # The console is fed by log events.
-                    process.stdout_events_enabled = True
-                    process.stderr_events_enabled = True
+                    capture.tap(process, self.console)
+                if self.project_dir is not None:
+                    programenv.apply(process, self.project_dir)
                 if oneshot:
                     # Runs once to completion: success is an expected exit code.
                     process.autorestart = False
@@ -354,6 +356,7 @@ def run_rounds(
     daemonize: bool = False,
     hangup_stops: bool = False,
     console: Console | None = None,
+    project_dir: str | None = None,
 ) -> str | None:
     """Run supervisord until it shuts down, re-reading the config on every restart.
 
@@ -368,6 +371,7 @@ def run_rounds(
             configfile,
             hangup_stops=hangup_stops and not daemonize,
             console=None if daemonize else console,
+            project_dir=project_dir,
         )
         options.nodaemon = not daemonize
         options.first = first

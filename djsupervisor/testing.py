@@ -10,7 +10,7 @@ arguments) to choose what runs::
 
     @pytest.fixture(scope="session")
     def supervisor_options():
-        return {"exclude": ["beat"], "launch": ["mailer"]}
+        return {"exclude": ["celeryd"], "timeout": 60}
 """
 
 from __future__ import annotations
@@ -36,5 +36,8 @@ def supervisor(supervisor_options: StartOptions) -> Iterator[Supervisor]:
     # Imported here: pytest loads this plugin in every session, Django project or not.
     from .api import start
 
-    with start(**supervisor_options) as handle:
+    # Tests talk to the programs at once: a web server must be listening, not just
+    # RUNNING. Without health checks configured, "healthy" waits for nothing more.
+    options: StartOptions = {"wait": "healthy", **supervisor_options}
+    with start(**options) as handle:
         yield handle

@@ -419,9 +419,9 @@ def test_start_errors(project: Project, start: Callable[..., Supervisor]) -> Non
             start()
         assert handle.status("one")[0].state == "RUNNING"
 
-    # supervisord itself rejects the value: its CommandError is the reason.
+    # supervisord itself rejects the value: a ConfigError, with its reason.
     project.write("supervisord.conf", CONF + "\n[program:bad]\ncommand=x\nstartsecs=abc\n")
-    with pytest.raises(StartError, match=r"\[program:bad\].*startsecs") as error:
+    with pytest.raises(ConfigError, match=r"\[program:bad\].*startsecs") as error:
         start()
     assert "CommandError" not in str(error.value)
 

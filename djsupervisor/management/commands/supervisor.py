@@ -180,6 +180,9 @@ class Command(BaseCommand):
         json: bool = False,
         **options: Any,
     ) -> None:
+        if action and " " in action[0].strip():
+            # supervisorctl joins its arguments into one line: 'tail -100000' web works.
+            action = action[0].split() + action[1:]
         if json and action[:1] != ["status"]:
             raise CommandError("--json works with the status action only", returncode=2)
         opts = config.Options(
@@ -249,7 +252,7 @@ class Command(BaseCommand):
         console: Console | None = None,
     ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
-        from djsupervisor import runtime
+        from djsupervisor import runtime, succession
 
         def load() -> config.Merged:
             return merged_sections(project, opts)
@@ -261,6 +264,12 @@ class Command(BaseCommand):
             f"supervisord is already running for this project ({project.socket_path}); "
             "see 'manage.py supervisor status', or stop it with 'manage.py supervisor shutdown'",
         )
+        # Right after 'shutdown' the previous instance may still be stopping programs.
+        succession.wait_for_previous(
+            project.lock_path,
+            load(),
+            lambda: ctl.ping(*ctl.client_options(load, configfile).channel),
+        )
         with lock, runtime.process_state():
             try:
                 reason = runtime.run_rounds(
@@ -269,6 +278,7 @@ class Command(BaseCommand):
                     daemonize=daemonize,
                     hangup_stops=runtime.has_terminal(),
                     console=console,
+                    project_dir=str(project.directory),
                 )
                 if reason:
                     raise CommandError(reason, returncode=1)

@@ -1,0 +1,88 @@
+"""Start after a previous instance of the project's supervisord that is still shutting down.
+
+``manage.py supervisor shutdown`` returns once supervisord has begun stopping; slow
+programs (Celery's warm shutdown) can keep it alive for many seconds more. A start in
+that window waits for it to finish, up to the longest ``stopwaitsecs`` of the
+configuration (after which supervisord kills what is left) plus a margin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import config
+from .errors import NotRunning, StartError
+
+#: supervisord's own default ``stopwaitsecs``.
+DEFAULT_STOPWAITSECS = 10
+#: Beyond ``stopwaitsecs``: SIGKILL, reaping and supervisord's last loop rounds.
+MARGIN = 5.0
+
+
+def longest_stopwaitsecs(merged: config.Merged) -> float:
+    """The longest ``stopwaitsecs`` of any process in ``merged`` (supervisord's default 10)."""
+    waits = []
+    for name, values in merged.sections.items():
+        if name.startswith(config.PROCESS_PREFIXES):
+            with contextlib.suppress(ValueError):
+                waits.append(float(values.get("stopwaitsecs", DEFAULT_STOPWAITSECS)))
+    return max(waits, default=float(DEFAULT_STOPWAITSECS))
+
+
+def _locked(lock_path: Path) -> bool:
+    """Tell whether a supervisord holds the project's instance lock."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock, if we got it
+    return False
+
+
+def _pid(pidfile: str | None) -> str:
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        return str(int(Path(pidfile or "").read_text()))
+    return "unknown"
+
+
+def wait_for_previous(
+    lock_path: Path,
+    merged: config.Merged,
+    ping: Callable[[], None],
+    *,
+    margin: float = MARGIN,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Return once no shutting-down instance holds the lock; raise ``StartError`` if it lasts.
+
+    ``ping`` raises ``NotRunning`` unless supervisord answers normally. An instance that
+    answers normally is left to the usual "already running" refusal.
+    """
+    if not _locked(lock_path):
+        return
+    try:
+        ping()
+        return  # running normally: not ours to wait for
+    except NotRunning:
+        pass  # shutting down, or its control channel is already closed
+    timeout = longest_stopwaitsecs(merged) + margin
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _locked(lock_path):
+            return
+        sleep(0.05)
+    pid = _pid(merged.sections.get("supervisord", {}).get("pidfile"))
+    raise StartError(
+        f"the previous supervisord of this project (pid {pid}) is still shutting down "
+        f"after {timeout:g} s; try again once it has stopped"
+    )
