@@ -8,6 +8,7 @@ containers). Values come from supervisord's own parse, as for ``export systemd``
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import signal
@@ -184,7 +185,7 @@ def run(project: Project, opts: Any, args: Sequence[str], *, stdout: Any, stderr
     merged = validate(project, replace(opts, noreload=True))  # never the code watcher
     found, notes = export.programs(merged, str(project.config_file))
     made = services(found)
-    settings_module = str(settings.SETTINGS_MODULE)
+    settings_module = str(os.environ.get("DJANGO_SETTINGS_MODULE") or settings.SETTINGS_MODULE)
     for service in made:
         service.environment = {"DJANGO_SETTINGS_MODULE": settings_module, **service.environment}
         # supervisord runs a program without directory= in the project directory.
