@@ -76,14 +76,19 @@ def make_parser(kind: str) -> argparse.ArgumentParser:
     return parser
 
 
-def dump_yaml(documents: Sequence[Any]) -> str:
-    """YAML through PyYAML (an optional dependency), several documents as one stream."""
+def _yaml() -> None:
     try:
-        import yaml
+        import yaml  # noqa: F401
     except ImportError:
         raise SupervisorError(
             "export: PyYAML is not installed; install djsupervisor[export]"
         ) from None
+
+
+def dump_yaml(documents: Sequence[Any]) -> str:
+    """YAML through PyYAML (an optional dependency), several documents as one stream."""
+    _yaml()
+    import yaml
 
     class Dumper(yaml.SafeDumper):
         # Shared label dicts would become &anchors, which many tools do not expect.
@@ -111,8 +116,6 @@ def _notes(program: Program, process: Any) -> list[str]:
         notes.append(f"exitcodes={codes}: every non-zero exit is a failure")
     if process.startsecs not in (0, 1):
         notes.append(f"startsecs={process.startsecs}: no equivalent")
-    if program.rules.healthcheck_restart:
-        notes.append("healthcheck_restart=true: see the README (livenessProbe / no equivalent)")
     return notes
 
 
@@ -181,6 +184,7 @@ def run(project: Project, opts: Any, args: Sequence[str], *, stdout: Any, stderr
 
     kind = args[0] if args else ""
     parsed = make_parser(kind).parse_args(list(args))
+    _yaml()  # before any warning: a missing extra is the only line
     name = parsed.name or project.directory.name
     merged = validate(project, replace(opts, noreload=True))  # never the code watcher
     found, notes = export.programs(merged, str(project.config_file))

@@ -28,7 +28,7 @@ from tests.export_helpers import (
     pod_template,
     semantic_problems,
 )
-from tests.utils import site_settings
+from tests.utils import Project, make_project, site_settings
 
 PYTHON = sys.executable
 NOBODY = pwd.getpwnam("nobody").pw_uid
@@ -372,3 +372,74 @@ def test_output_file(site: Path, tmp_path: Path) -> None:
     out, _ = run_export("kubernetes", "--image", "shop:1", "--output", str(target))
     assert out == f"wrote {target}\n"
     assert target.read_text().count("\n---\n") == len(kubernetes()[0]) - 1
+
+
+# Bad input: one line naming the culprit, a non-zero exit, no traceback.
+
+BAD_NAME_CONF = """\
+[program:web.v2]
+command=sleep 1000
+"""
+
+
+@pytest.mark.parametrize(
+    ("conf", "args", "code", "line"),
+    [
+        (
+            CONF,
+            ["export", "compose"],
+            2,
+            "CommandError: export: the following arguments are required: --image",
+        ),
+        (
+            CONF,
+            ["-x", "nosuch", "export", "kubernetes", "--image", "i"],
+            1,
+            "CommandError: --exclude nosuch: no program named 'nosuch' (programs: "
+            "autoreload, cache, migrate, ping, shard, web, worker)",
+        ),
+        (
+            BAD_NAME_CONF,
+            ["export", "kubernetes", "--image", "i"],
+            2,
+            "CommandError: export kubernetes: [program:web.v2]: 'testproj-web.v2' is not a "
+            "valid Kubernetes name (lowercase letters, digits and '-', at most 63 "
+            "characters); pass a shorter --name or rename the program",
+        ),
+        (
+            BAD_NAME_CONF,
+            ["export", "kubernetes", "--image", "i", "--name", "x" * 60],
+            2,
+            f"CommandError: export kubernetes: [program:web.v2]: '{'x' * 60}-web.v2' is not "
+            "a valid Kubernetes name (lowercase letters, digits and '-', at most 63 "
+            "characters); pass a shorter --name or rename the program",
+        ),
+        (
+            CONF,
+            ["export", "compose", "--image", "i", "--name", "Shop"],
+            2,
+            "CommandError: export compose: 'Shop' cannot name a Compose project; pass --name "
+            "with lowercase letters, digits, '_' or '-'",
+        ),
+    ],
+)
+def test_bad_input_is_one_line(
+    projects: list[Project], tmp_path: Path, conf: str, args: list[str], code: int, line: str
+) -> None:
+    project = make_project(tmp_path / "testproj", conf)
+    projects.append(project)
+    out, err, returncode = project.manage("supervisor", *args)
+    assert (out, err, returncode) == ("", line + "\n", code)
+
+
+def test_missing_pyyaml_names_the_extra(projects: list[Project], tmp_path: Path) -> None:
+    project = make_project(tmp_path / "testproj", CONF)
+    projects.append(project)
+    # PyYAML made unimportable in that process only.
+    project.write("sitecustomize.py", "import sys\nsys.modules['yaml'] = None\n")
+    out, err, returncode = project.manage("supervisor", "export", "compose", "--image", "i")
+    assert (out, err, returncode) == (
+        "",
+        "CommandError: export: PyYAML is not installed; install djsupervisor[export]\n",
+        1,
+    )
