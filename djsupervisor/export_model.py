@@ -33,6 +33,8 @@ _DEFAULT_EXITCODES = (0,)
 #: Variables whose names contain one of these go to a Kubernetes Secret.
 SECRET_WORDS = ("SECRET", "PASSWORD", "TOKEN", "KEY")
 _COMPOSE_NAME_RE = re.compile(r"^[a-zA-Z0-9._-]+$")
+#: export.programs' note on groups speaks of systemd.
+_GROUP_NOTE_RE = re.compile(r"^(\[group:[^\]]*\]): .*$")
 
 
 @dataclass
@@ -204,11 +206,14 @@ def run(project: Project, opts: Any, args: Sequence[str], *, stdout: Any, stderr
         documents = export_kubernetes.manifests(
             made, name, parsed.image, namespace=parsed.namespace, secrets=parsed.secret
         )
-    for note in notes:
-        stderr.write(f"warning: export {parsed.format}: {note}")
-    for service in made:
-        for warning in service.warnings:
-            stderr.write(f"warning: export {parsed.format}: [program:{service.program}] {warning}")
+    lines = [
+        _GROUP_NOTE_RE.sub(r"\1: groups have no equivalent; their programs are exported", n)
+        for n in notes
+    ]
+    lines += [f"[program:{s.program}] {warning}" for s in made for warning in s.warnings]
+    # The processes of one numprocs program share their notes: each is said once.
+    for line in dict.fromkeys(lines):
+        stderr.write(f"warning: export {parsed.format}: {line}")
     text = dump_yaml(documents)
     if parsed.output is None:
         stdout.write(text, ending="")

@@ -443,3 +443,32 @@ def test_missing_pyyaml_names_the_extra(projects: list[Project], tmp_path: Path)
         "CommandError: export: PyYAML is not installed; install djsupervisor[export]\n",
         1,
     )
+
+
+def test_groups_and_event_listeners_are_warnings(tmp_path: Path) -> None:
+    conf = """\
+[program:a]
+command=sleep 1%(process_num)d
+process_name=%(program_name)s_%(process_num)d
+numprocs=2
+priority=5
+[program:b]
+command=sleep 1000
+[group:both]
+programs=a,b
+[eventlistener:listener]
+command=/bin/cat
+events=TICK_5
+"""
+    with site_settings(tmp_path, SUPERVISOR_ENV_FILES=[]) as directory:
+        (directory / "supervisord.conf").write_text(conf)
+        services, err = compose()
+    assert list(services["services"]) == ["a-0", "a-1", "b"]
+    assert err.splitlines() == [
+        "warning: export compose: [eventlistener:listener]: event listeners and FastCGI "
+        "programs are not exported",
+        "warning: export compose: [group:both]: groups have no equivalent; their programs "
+        "are exported",
+        # Once, though both processes of a carry it.
+        "warning: export compose: [program:a] priority=5: no equivalent (use depends_on)",
+    ]

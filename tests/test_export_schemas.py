@@ -25,14 +25,20 @@ kubernetes_validate = pytest.importorskip(
 )
 pytest.importorskip("check_jsonschema", reason="pip install -e '.[export-test]'")
 
-from tests import test_export  # noqa: E402
+from tests import test_export, test_export_live  # noqa: E402
 from tests.export_helpers import CONF, compose, kubernetes, semantic_problems  # noqa: E402
 from tests.utils import REPO, site_settings  # noqa: E402
 
 #: The oldest Kubernetes we support (the oldest kubernetes-validate 1.37.0 ships) and 1.37.
 KUBERNETES_VERSIONS = ("1.25.0", "1.37.0")
 DEMO = REPO / "tests" / "demo"
-CONFIGS = {"mapping": CONF, "systemd-export": test_export.CONF}
+CONFIGS = {
+    "mapping": CONF,
+    "systemd-export": test_export.CONF,
+    "live": test_export_live.CONF.format(
+        migrate=test_export_live.MIGRATE, port=8000, path="/", retries=3
+    ),
+}
 
 
 def compose_errors(document: dict[str, Any]) -> list[str]:
