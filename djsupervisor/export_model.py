@@ -177,9 +177,14 @@ def check_compose_names(made: Sequence[Service]) -> None:
             )
 
 
-def run(project: Project, opts: Any, args: Sequence[str], *, stdout: Any, stderr: Any) -> None:
+def run(
+    project: Project, opts: Any, args: Sequence[str], *, stdout: Any, stderr: Any = None
+) -> None:
     """``manage.py supervisor export compose|kubernetes --image IMAGE ...``."""
     from django.conf import settings
+    from django.core.management.base import OutputWrapper
+
+    stderr = stderr or OutputWrapper(sys.stderr)
 
     from . import export
     from .checks import validate
