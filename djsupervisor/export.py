@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
 
 def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="manage.py supervisor export", add_help=False)
-    parser.add_argument("format", choices=("systemd", "procfile"))
+    parser.add_argument("format", choices=("systemd", "procfile", "compose", "kubernetes"))
     parser.add_argument("--output", "-o", help="directory (systemd) or file (procfile)")
     parser.add_argument("--user", help="User= of units whose program sets no user=")
     parser.add_argument("--name", help="unit name prefix and target name (default: project dir)")
@@ -385,9 +385,17 @@ def procfile(found: Sequence[Program], notes: Sequence[str], target: Target) -> 
 # --- the action ------------------------------------------------------------------------
 
 
-def run(project: Project, opts: config.Options, args: Sequence[str], *, stdout: Any) -> None:
+def run(
+    project: Project, opts: config.Options, args: Sequence[str], *, stdout: Any, stderr: Any = None
+) -> None:
     """``manage.py supervisor export systemd|procfile ...``."""
     from django.conf import settings
+
+    if list(args[:1]) in (["compose"], ["kubernetes"]):
+        from . import export_model
+
+        export_model.run(project, opts, args, stdout=stdout, stderr=stderr)
+        return
 
     from .checks import validate
 

@@ -100,7 +100,7 @@ class Command(BaseCommand):
         "Run the project's programs under supervisord (no action), or control them: "
         "ACTION is any supervisorctl command (status, start, stop, restart, tail, ...), "
         "'shell' for the interactive prompt, 'getconfig' to print the merged config, or "
-        "'export systemd|procfile' to translate it for a production host."
+        "'export systemd|procfile|compose|kubernetes' to translate it for production."
     )
     # Checks run only before starting supervisord: control actions must stay fast.
     requires_system_checks: list[str] = []
@@ -237,7 +237,7 @@ class Command(BaseCommand):
             elif action[0] == "export":
                 from djsupervisor import export
 
-                export.run(project, opts, action[1:], stdout=self.stdout)
+                export.run(project, opts, action[1:], stdout=self.stdout, stderr=self.stderr)
             else:
                 self.control(project, opts, action, as_json=json)
         except SupervisorError as error:
