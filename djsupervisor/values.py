@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from django.core.checks import CheckMessage
 from django.core.checks import Warning as CheckWarning
 
-from . import config
+from . import config, programenv
 from .errors import ImpossibleValue, OpenControlChannel
 
 #: Longest value of any option, in bytes. supervisord copies and re-parses option
@@ -125,7 +125,12 @@ def _search_path(values: Mapping[str, str], expansions: Mapping[str, object]) ->
         environment = dict_of_key_value_pairs(values.get("environment", "") % expansions)
     except (ValueError, KeyError, TypeError):
         environment = {}
-    return str(environment.get("PATH") or os.environ.get("PATH") or "/bin:/usr/bin:/usr/local/bin")
+    if environment.get("PATH"):
+        return str(environment["PATH"])
+    # As programenv gives it under manage.py supervisor: the project's scripts first.
+    return programenv.with_scripts_first(
+        os.environ.get("PATH") or os.defpath, programenv.scripts_dir()
+    )
 
 
 def missing_executable(name: str, values: Mapping[str, str], here: str) -> str | None:

@@ -150,10 +150,15 @@ def test_check_warns_about_executables_that_are_not_found(
 
         [program:system]
         command=sleep 600
+
+        [program:venvscript]
+        command=django-admin --version
         """
     project = make_project(tmp_path / "p", textwrap.dedent(conf))
     projects.append(project)
-    out, err, code = project.manage("check", TOOLS=str(tools))
+    # django-admin lies beside the Python running manage.py, off this PATH: programs
+    # find it there (programenv), so the check must too.
+    out, err, code = project.manage("check", TOOLS=str(tools), PATH="/usr/bin:/bin")
     assert (out, code) == ("", 0)
     where = project.path / "supervisord.conf"
     assert (
