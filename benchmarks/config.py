@@ -73,7 +73,7 @@ def worker(argv: list[str]) -> None:
     from supervisor.options import ServerOptions
 
     from djsupervisor.config import Options
-    from djsupervisor.project import assemble, ensure_runtime_dir, locate
+    from djsupervisor.config.project import assemble, ensure_runtime_dir, locate
 
     project = locate()
     # realize() requires the log file's and child log dir's directories to exist.

@@ -15,20 +15,20 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .api import StartOptions, connect, get_merged_config, start
-    from .client import ProcessInfo, State, Supervisor, UpdateResult
+    from .client.api import StartOptions, connect, get_merged_config, start
+    from .client.supervisor import ProcessInfo, State, Supervisor, UpdateResult
 
 # The Python API loads on first use: importing djsupervisor (which Django does for
 # INSTALLED_APPS) must stay cheap and must not touch settings.
 _LAZY = {
-    "ProcessInfo": "client",
-    "State": "client",
-    "StartOptions": "api",
-    "Supervisor": "client",
-    "UpdateResult": "client",
-    "connect": "api",
-    "get_merged_config": "api",
-    "start": "api",
+    "ProcessInfo": "client.supervisor",
+    "State": "client.supervisor",
+    "StartOptions": "client.api",
+    "Supervisor": "client.supervisor",
+    "UpdateResult": "client.supervisor",
+    "connect": "client.api",
+    "get_merged_config": "client.api",
+    "start": "client.api",
 }
 
 __all__ = [

@@ -11,8 +11,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .api import PARENT_PID_ENV
-from .guard import signal_on_parent_death
+from .client.api import PARENT_PID_ENV
+from .server.guard import signal_on_parent_death
 
 
 def stop_with_parent() -> None:

@@ -50,7 +50,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from . import config
-    from .project import Project
+    from .config.project import Project
 
 #: Check ids by kind of error; a kind not listed takes its nearest listed base class's.
 ERROR_IDS: dict[type[SupervisorError], str] = {
@@ -120,8 +120,9 @@ def validate(project: Project, opts: config.Options, *, supervisord: bool = True
     Raises a ``ConfigError`` subclass per kind of problem (see ``ERROR_IDS``). Without
     ``supervisord``, the last step is left to the caller, which is about to run it anyway.
     """
-    from . import rules, runtime
-    from .project import ensure_runtime_dir, merged_sections
+    from .config import rules
+    from .config.project import ensure_runtime_dir, merged_sections
+    from .server import runtime
 
     merged = merged_sections(project, opts)
     rules.parse_rules(merged)
@@ -142,9 +143,9 @@ def _warnings(merged: config.Merged, here: str) -> list[CheckMessage]:
     from django.apps import apps
     from django.conf import settings
 
-    from . import values
     from .conf import conf
-    from .project import contrib_labels
+    from .config import values
+    from .config.project import contrib_labels
 
     found: list[CheckMessage] = values.warnings(merged, here)
     if "program:autoreload" in merged.sections and not settings.DEBUG:
@@ -181,7 +182,7 @@ def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         return []
     from . import config
     from .conf import conf
-    from .project import locate
+    from .config.project import locate
 
     try:
         conf.SUPERVISOR_CELERY_APP  # noqa: B018  (read only to check its type)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .api import StartOptions, Supervisor
+    from .client.api import StartOptions, Supervisor
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,7 @@ def supervisor_options() -> StartOptions:
 def supervisor(supervisor_options: StartOptions) -> Iterator[Supervisor]:
     """Run the project's programs for the session; stop them all at its end."""
     # Imported here: pytest loads this plugin in every session, Django project or not.
-    from .api import start
+    from .client.api import start
 
     # Tests talk to the programs at once: a web server must be listening, not just
     # RUNNING. Without health checks configured, "healthy" waits for nothing more.

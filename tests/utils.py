@@ -150,7 +150,7 @@ def wait_for(
 
 
 def runtime_dirs(project_dir: Path) -> list[Path]:
-    from djsupervisor.project import default_runtime_dir
+    from djsupervisor.config.project import default_runtime_dir
 
     return [default_runtime_dir(project_dir.resolve())]
 

@@ -25,10 +25,11 @@ from typing import Any
 
 from django.utils import autoreload as django_autoreload
 
-from . import config, ctl
-from .conf import conf
-from .errors import ConfigError
-from .project import Project, env_file_paths, find_sources, merged_sections
+from .. import config
+from ..client import ctl
+from ..conf import conf
+from ..config.project import Project, env_file_paths, find_sources, merged_sections
+from ..errors import ConfigError
 
 #: The watcher's own program: never a target, whatever its options say.
 PROGRAM = "autoreload"

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from . import checks, config, ctl
-from .client import ProcessInfo, Supervisor, UpdateResult
-from .errors import StartError, SupervisorError
-from .project import Project, assemble, ensure_runtime_dir, locate, merged_sections
+from .. import checks, config
+from ..config.project import Project, assemble, ensure_runtime_dir, locate, merged_sections
+from ..errors import StartError, SupervisorError
+from . import ctl
+from .supervisor import ProcessInfo, Supervisor, UpdateResult
 
 __all__ = [
     "ProcessInfo",

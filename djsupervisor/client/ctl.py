@@ -15,8 +15,8 @@ from supervisor.options import ClientOptions
 from supervisor.supervisorctl import Controller
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
-from . import config
-from .errors import ConfigError, NotRunning
+from .. import config
+from ..errors import ConfigError, NotRunning
 
 Loader = Callable[[], config.Merged]
 

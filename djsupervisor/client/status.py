@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .client import ProcessInfo, Supervisor
+from .supervisor import ProcessInfo, Supervisor
 
 #: supervisorctl's ``status`` exit code when a selected process is not running (LSB).
 NOT_RUNNING = 3

@@ -17,8 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, cast, get_args
 
-from . import ctl
-from .errors import (
+from ..errors import (
     AlreadyStarted,
     ConfigError,
     NoSuchProcess,
@@ -27,7 +26,8 @@ from .errors import (
     StartError,
     SupervisorError,
 )
-from .orchestrator import NEVER_STARTS
+from ..server.orchestrator import NEVER_STARTS
+from . import ctl
 
 State = Literal[
     "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN"

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .errors import ConfigError, UnknownName
+from ..errors import ConfigError, UnknownName
 
 Sections = dict[str, dict[str, str]]
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from .errors import EnvFileError
+from ..errors import EnvFileError
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # supervisord's INI parser cuts a value at " ;" or " #", also inside quotes.

@@ -19,12 +19,13 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.crypto import salted_hmac
 
-from . import config, envfiles, render
-from .conf import conf
-from .errors import ConfigError, MissingConfigFile, NoCommand, UnknownName
+from .. import config
+from ..conf import conf
+from ..errors import ConfigError, MissingConfigFile, NoCommand, UnknownName
+from . import envfiles, render
 from .values import check_values
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 BUILTIN_FILE = PACKAGE_DIR / "builtin" / "supervisord.conf"
 CONTRIB_DIR = PACKAGE_DIR / "contrib"
 USERNAME = "djsupervisor"

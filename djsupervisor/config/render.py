@@ -11,7 +11,7 @@ from typing import Any
 from django.template import Context, Engine, Library, Template, TemplateSyntaxError
 from django.template.base import Origin, VariableDoesNotExist
 
-from .errors import ConfigError, MissingConfigFile, TemplateError
+from ..errors import ConfigError, MissingConfigFile, TemplateError
 
 
 @functools.cache

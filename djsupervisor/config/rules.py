@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
-from . import config
-from .errors import ConfigError, UnknownReference
+from .. import config
+from ..errors import ConfigError, UnknownReference
 
 Condition = Literal["started", "healthy", "completed"]
 CONDITIONS: tuple[Condition, ...] = ("started", "healthy", "completed")

@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from django.core.checks import CheckMessage
 from django.core.checks import Warning as CheckWarning
 
-from . import config, programenv
-from .errors import ImpossibleValue, OpenControlChannel
+from .. import config
+from ..errors import ImpossibleValue, OpenControlChannel
+from . import programenv
 
 #: Longest value of any option, in bytes. supervisord copies and re-parses option
 #: values on every status call and spawn: a 10 MB ``command`` stalled its loop for a minute.

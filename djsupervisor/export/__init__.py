@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from supervisor.datatypes import Automatic, RestartUnconditionally
 
-from . import config, rules
-from .errors import SupervisorError
+from .. import config
+from ..config import rules
+from ..errors import SupervisorError
 
 if TYPE_CHECKING:
-    from .project import Project
+    from ..config.project import Project
 
 #: Stands in for ``process_num`` in a templated unit; replaced by ``%i`` afterwards.
 SENTINEL = 918273645
@@ -83,7 +84,7 @@ class Program:
 
 def _process_configs(merged: config.Merged, configfile: str) -> dict[str, list[Any]]:
     """supervisord's ``ProcessConfig``s per program section name."""
-    from . import runtime
+    from ..server import runtime
 
     options = runtime.build_options(lambda: merged, configfile)
     found: dict[str, list[Any]] = {}
@@ -392,12 +393,12 @@ def run(
     from django.conf import settings
 
     if list(args[:1]) in (["compose"], ["kubernetes"]):
-        from . import export_model
+        from . import model as export_model
 
         export_model.run(project, opts, args, stdout=stdout, stderr=stderr)
         return
 
-    from .checks import validate
+    from ..checks import validate
 
     parsed = make_parser().parse_args(list(args))
     if parsed.user is not None and not _USER_RE.match(parsed.user):

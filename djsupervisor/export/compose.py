@@ -10,9 +10,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .export import UsageError
-from .export_model import Service, check_compose_names, python
-from .rules import Healthcheck
+from ..config.rules import Healthcheck
+from . import UsageError
+from .model import Service, check_compose_names, python
 
 CONDITIONS = {
     "started": "service_started",

@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .export import UsageError
-from .export_model import SECRET_WORDS, Service, python
+from . import UsageError
+from .model import SECRET_WORDS, Service, python
 
 #: DNS-1123 label: Service names, container names, label values we make.
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

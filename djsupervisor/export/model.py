@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor.datatypes import Automatic, RestartUnconditionally
 
-from . import rules
-from .errors import SupervisorError
-from .export import SENTINEL, Program, UsageError, _Parser, _user
-from .rules import Condition
+from ..config import rules
+from ..config.rules import Condition
+from ..errors import SupervisorError
+from . import SENTINEL, Program, UsageError, _Parser, _user
 
 if TYPE_CHECKING:
-    from .project import Project
+    from ..config.project import Project
 
 #: Supervisord's default ``exitcodes``, ``priority`` and ``startretries``.
 _DEFAULT_EXITCODES = (0,)
@@ -186,8 +186,8 @@ def run(
 
     stderr = stderr or OutputWrapper(sys.stderr)
 
-    from . import export
-    from .checks import validate
+    from .. import export
+    from ..checks import validate
 
     kind = args[0] if args else ""
     parsed = make_parser(kind).parse_args(list(args))
@@ -202,11 +202,11 @@ def run(
         # supervisord runs a program without directory= in the project directory.
         service.directory = service.directory or str(project.directory)
     if parsed.format == "compose":
-        from . import export_compose
+        from . import compose as export_compose
 
         documents: list[Any] = [export_compose.compose(made, name, parsed.image)]
     else:
-        from . import export_kubernetes
+        from . import kubernetes as export_kubernetes
 
         documents = export_kubernetes.manifests(
             made, name, parsed.image, namespace=parsed.namespace, secrets=parsed.secret

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-from .rules import Healthcheck
+from ..config.rules import Healthcheck
 
 Done = Callable[[bool, str], None]
 

@@ -11,7 +11,7 @@ import os
 import resource
 from typing import Any
 
-from .errors import ConfigError, StartError
+from ..errors import ConfigError, StartError
 
 #: Descriptors beyond the estimate: a spawn's six transient pipe ends, RPC and HTTP
 #: connections, the poller, Django's own (database, autoreload) and a health probe or two.

@@ -23,7 +23,7 @@ from supervisor.process import ProcessStates
 from supervisor.states import SupervisorStates
 from supervisor.supervisord import Supervisor
 
-from . import signals
+from .. import signals
 from .console import ConsoleDispatcher
 from .guard import Watchdog
 from .orchestrator import Orchestrator, _key

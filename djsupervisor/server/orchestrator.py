@@ -17,8 +17,8 @@ from typing import Any
 from supervisor.process import ProcessStates
 from supervisor.states import SupervisorStates
 
+from ..config.rules import Dependency, Rules
 from .health import CommandProbe, SocketProbe
-from .rules import Dependency, Rules
 
 Key = tuple[str, str]  # (group name, process name)
 #: How a waiting reason starts when the program will never start on its own.

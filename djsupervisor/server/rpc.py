@@ -13,7 +13,7 @@ from supervisor.process import ProcessStates
 from supervisor.rpcinterface import SupervisorNamespaceRPCInterface, make_main_rpcinterface
 from supervisor.xmlrpc import Faults, RPCError
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .orchestrator import NEVER_STARTS
 
 

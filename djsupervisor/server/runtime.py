@@ -19,9 +19,11 @@ from supervisor.medusa import asyncore_25 as asyncore
 from supervisor.options import ServerOptions
 from supervisor.states import SupervisorStates
 
-from . import capture, config, guard, limits, programenv, rpc, rules, spawn
+from .. import config
+from ..config import programenv, rules
+from ..errors import ConfigError, StartError
+from . import capture, guard, limits, rpc, spawn
 from .console import Console, ConsoleLogHandler
-from .errors import ConfigError, StartError
 from .loop import ProjectSupervisor
 
 Loader = Callable[[], config.Merged]

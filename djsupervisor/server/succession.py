@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import config
-from .errors import NotRunning, StartError
+from .. import config
+from ..errors import NotRunning, StartError
 
 #: supervisord's own default ``stopwaitsecs``.
 DEFAULT_STOPWAITSECS = 10

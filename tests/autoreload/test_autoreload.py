@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
-from djsupervisor import autoreload, config, ctl
-from djsupervisor.autoreload import Selector, Target, select_targets, signal_name
+from djsupervisor import config
+from djsupervisor.autoreload import watcher as autoreload
+from djsupervisor.autoreload.watcher import Selector, Target, select_targets, signal_name
+from djsupervisor.client import ctl
 from tests.utils import Project, ctl_section, make_project, sleeper
 
 # A change is seen within a poll (1 s) plus the quiet spell that ends a burst; after

@@ -19,8 +19,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from djsupervisor import checks, envfiles, project
-from djsupervisor.config import Options
+from djsupervisor import checks
+from djsupervisor.config import Options, envfiles, project
 from djsupervisor.errors import EnvFileError
 from tests.utils import Project, make_project, site_settings
 
@@ -46,7 +46,7 @@ def environments(opts: Options | None = None, **settings: Any) -> dict[str, dict
     with override_settings(**settings):
         located = project.locate()
         merged = checks.validate(located, opts or Options())
-        from djsupervisor import runtime
+        from djsupervisor.server import runtime
 
         options = runtime.build_options(lambda: merged, str(located.config_file))
     return {

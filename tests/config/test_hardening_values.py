@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from djsupervisor import values
+from djsupervisor.config import values
 from djsupervisor.errors import ConfigError
 from tests.utils import LineReader, Project, Rpc, make_project, site_settings, wait_for
 

@@ -25,9 +25,10 @@ from django.test import override_settings
 from supervisor.datatypes import RestartUnconditionally
 from supervisor.options import ServerOptions
 
-from djsupervisor import config, project, runtime
-from djsupervisor.config import Options
+from djsupervisor import config
+from djsupervisor.config import Options, project
 from djsupervisor.errors import ConfigError
+from djsupervisor.server import runtime
 from tests.utils import Project, make_project, site_settings, sleeper
 
 # --- helpers ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from djsupervisor import render
+from djsupervisor.config import render
 from djsupervisor.errors import ConfigError
 
 ESCAPING_TEMPLATES = [

@@ -7,8 +7,7 @@ import textwrap
 import pytest
 
 from djsupervisor import config
-from djsupervisor.errors import ConfigError
-from djsupervisor.rules import (
+from djsupervisor.config.rules import (
     Dependency,
     Healthcheck,
     Rules,
@@ -17,6 +16,7 @@ from djsupervisor.rules import (
     parse_healthcheck,
     parse_rules,
 )
+from djsupervisor.errors import ConfigError
 
 ORIGIN = "/proj/supervisord.conf"
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from django.test import override_settings
 
-from djsupervisor import config, project, render
-from djsupervisor.config import Options
+from djsupervisor import config
+from djsupervisor.config import Options, project, render
 from djsupervisor.errors import UnknownName
 from tests.utils import Project, make_project
 

@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("yaml", reason="export needs PyYAML: pip install -e '.[export-test]'")
 
-from tests.export_helpers import (
+from tests.export.helpers import (
     CONF,
     compose,
     kubernetes,
@@ -199,7 +199,7 @@ def test_depends_on(site: Path, k8s: Any) -> None:
 
 
 def test_wait_script_compiles(site: Path) -> None:
-    from djsupervisor.export_kubernetes import WAIT_SCRIPT
+    from djsupervisor.export.kubernetes import WAIT_SCRIPT
 
     compile(WAIT_SCRIPT, "wait", "exec")
 
@@ -366,7 +366,7 @@ def test_options_shape_the_export(site: Path) -> None:
 
 
 def test_output_file(site: Path, tmp_path: Path) -> None:
-    from tests.export_helpers import run_export
+    from tests.export.helpers import run_export
 
     target = tmp_path / "k8s.yaml"
     out, _ = run_export("kubernetes", "--image", "shop:1", "--output", str(target))

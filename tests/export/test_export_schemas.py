@@ -25,8 +25,8 @@ kubernetes_validate = pytest.importorskip(
 )
 pytest.importorskip("check_jsonschema", reason="pip install -e '.[export-test]'")
 
-from tests import test_export, test_export_live  # noqa: E402
-from tests.export_helpers import CONF, compose, kubernetes, semantic_problems  # noqa: E402
+from tests.export import test_export, test_export_live  # noqa: E402
+from tests.export.helpers import CONF, compose, kubernetes, semantic_problems  # noqa: E402
 from tests.utils import REPO, site_settings  # noqa: E402
 
 #: The oldest Kubernetes we support (the oldest kubernetes-validate 1.37.0 ships) and 1.37.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from djsupervisor.console import PARTIAL_DELAY, Console, use_color
+from djsupervisor.server.console import PARTIAL_DELAY, Console, use_color
 from tests.utils import Project, make_project
 
 ANSI = re.compile(rb"\x1b\[[0-9;]*m")

@@ -13,7 +13,7 @@ import pytest
 from django.core.management import call_command
 from supervisor.medusa import asyncore_25 as asyncore
 
-from djsupervisor.project import default_runtime_dir
+from djsupervisor.config.project import default_runtime_dir
 from tests.utils import PROGRAMS, descendants, pid_alive
 
 # The program stops supervisord (its parent: this test process) once it is running.

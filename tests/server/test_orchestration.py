@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from djsupervisor.health import CommandProbe, SocketProbe
-from djsupervisor.rules import Healthcheck
+from djsupervisor.config.rules import Healthcheck
+from djsupervisor.server.health import CommandProbe, SocketProbe
 from tests.utils import (
     LineReader,
     Project,

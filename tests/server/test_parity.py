@@ -208,7 +208,7 @@ def test_start_raises_config_error_for_a_bad_value(
 def test_autoreload_brings_a_fast_program_back_while_a_slow_one_stops(
     tmp_path: Path, projects: list[Project]
 ) -> None:
-    from tests.test_autoreload import new_project, start, watching
+    from tests.autoreload.test_autoreload import new_project, start, watching
 
     project = new_project(
         projects,
@@ -294,8 +294,9 @@ def test_a_previous_instance_that_never_finishes_is_named(tmp_path: Path) -> Non
     """The lock held past the longest stopwaitsecs: refuse, naming the holder's pid."""
     import fcntl
 
-    from djsupervisor import config, succession
+    from djsupervisor import config
     from djsupervisor.errors import NotRunning, StartError
+    from djsupervisor.server import succession
 
     lock_path, pidfile = tmp_path / "supervisord.lock", tmp_path / "supervisord.pid"
     pidfile.write_text("4242\n")

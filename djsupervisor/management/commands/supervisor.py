@@ -12,18 +12,19 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 # What only one path needs (the server, export, JSON status, the watcher) is imported
 # there: every action pays for this module's imports before it starts.
-from djsupervisor import checks, config, ctl
-from djsupervisor.errors import ConfigError, SupervisorError
-from djsupervisor.project import (
+from djsupervisor import checks, config
+from djsupervisor.client import ctl
+from djsupervisor.config.project import (
     Project,
     credentials,
     ensure_runtime_dir,
     locate,
     merged_sections,
 )
+from djsupervisor.errors import ConfigError, SupervisorError
 
 if TYPE_CHECKING:
-    from djsupervisor.console import Console
+    from djsupervisor.server.console import Console
 
 #: Actions djsupervisor handles itself; every other one goes to supervisorctl.
 OWN_ACTIONS = ("getconfig", "shell")
@@ -210,7 +211,7 @@ class Command(BaseCommand):
                     self.check()
                 console = None
                 if not daemonize:
-                    from djsupervisor.console import make_console
+                    from djsupervisor.server.console import make_console
 
                     console = make_console(
                         no_color=options.get("no_color", False),
@@ -231,7 +232,7 @@ class Command(BaseCommand):
                 # Print only what supervisord would accept.
                 self.stdout.write(config.serialize(validate(project, opts).sections))
             elif action == ["autoreload"]:  # hidden: the watcher program's own command
-                from djsupervisor.autoreload import watch
+                from djsupervisor.autoreload.watcher import watch
 
                 watch(project, opts, stdout=self.stdout)
             elif action[0] == "export":
@@ -252,7 +253,7 @@ class Command(BaseCommand):
         console: Console | None = None,
     ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
-        from djsupervisor import runtime, succession
+        from djsupervisor.server import runtime, succession
 
         def load() -> config.Merged:
             return merged_sections(project, opts)
@@ -310,8 +311,8 @@ class Command(BaseCommand):
 
         client = ctl.client_options(load, str(project.config_file))
         if as_json:
-            from djsupervisor import status
-            from djsupervisor.client import Supervisor
+            from djsupervisor.client import status
+            from djsupervisor.client.supervisor import Supervisor
 
             handle = Supervisor(*client.channel)
             text, code = status.status_json(handle, action[1:])
