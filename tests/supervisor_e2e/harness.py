@@ -130,6 +130,8 @@ class Harness:
     def _server(self, fixture: str, extra: list[str], kwargs: dict[str, Any]) -> pexpect.spawn:
         if self.variant == "stock":
             argv = [*SUPERVISORD, str(self._stock_conf(fixture)), *extra]
+            # issue-1298 sets no logfile: supervisord's default is ./supervisord.log.
+            kwargs.setdefault("cwd", str(self.workdir))
         else:
             project = self._project(fixture)
             argv = [str(project.path / "manage.py"), "supervisor", *extra]
