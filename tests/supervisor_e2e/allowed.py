@@ -10,18 +10,18 @@ from __future__ import annotations
 BOTH = ("supervisorctl", "manage")
 
 NO_PROGRAMS = (
-    'README: "A configuration without any [program:x] or [eventlistener:x] section is '
-    "refused (no programs configured), where supervisord would start with nothing to "
-    'run." (the fixture has none)'
+    'README: "A configuration without any ``[program:x]`` or ``[eventlistener:x]`` section '
+    'is refused ("no programs configured"), where supervisord would start with nothing to '
+    'run." (the fixture has no program)'
 )
 INCLUDE_OPTION = (
-    'README: "``-i/--include PROG`` bring back a PROG excluded with ``exclude=true``" '
-    "(supervisord's -i is --identifier); and " + NO_PROGRAMS
+    "README: \"``-i`` is ``--include PROG`` (see `Usage`_), not supervisord's "
+    '``--identifier``; set ``identifier`` in ``[supervisord]`` instead." (and ' + NO_PROGRAMS + ")"
 )
 RAW_BYTES = (
-    'README: "bytes that are not UTF-8 pass through unchanged" (the console shows the '
-    "child's \\x88 where supervisord logs Undecodable: b'\\x88\\n'; the test's strict "
-    "UTF-8 decoder fails on it)"
+    'README: "Bytes that are not UTF-8 reach the console unchanged (see `Console output`_), '
+    "where supervisord's debug log shows them escaped (``Undecodable: b'\\x88\\n'``).\" "
+    "(the test's strict UTF-8 decoder fails on the raw byte)"
 )
 BUG_1 = (
     "issue 15 bug 1: the PROCESS_LOG listener receives its own stderr as events "
