@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ SHELL_CTL = re.compile(r"'[^']+' -m supervisor\.supervisorctl -c '([^']+)'")
 # Anomalies a passing test does not catch (bug 1 of issue 15 passed test_issue_565 while
 # it printed 317 MB and grew to 330 MB): bounds far above what stock supervisord shows.
 MAX_CONSOLE_BYTES = 1_000_000
+DRAIN_LIMIT_SECONDS = 30
 MAX_PEAK_RSS_KB = 100_000  # measured: 45 MB for manage.py supervisor, 117 MB with bug 1
 
 
@@ -95,6 +97,14 @@ def peak_rss_kb(pid: int) -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
+
+
+def start_time(pid: int) -> str | None:
+    """When ``pid`` started, in clock ticks since boot (Linux; None when gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 @dataclass
@@ -204,9 +214,11 @@ class Harness:
         for spawned in self.servers:
             child = spawned.child
             spawned.peak_rss_kb = max(spawned.peak_rss_kb, peak_rss_kb(child.pid))
-            # What the test did not read is console output all the same.
+            # What the test did not read is console output all the same. The deadline
+            # only keeps a server that never exits from hanging the run.
+            deadline = time.monotonic() + DRAIN_LIMIT_SECONDS
             with contextlib.suppress(pexpect.ExceptionPexpect):
-                while child.isalive() or not child.eof():
+                while (child.isalive() or not child.eof()) and time.monotonic() < deadline:
                     child.read_nonblocking(65536, timeout=0.5)
                     if spawned.console_bytes > MAX_CONSOLE_BYTES:
                         break
@@ -218,7 +230,7 @@ class Harness:
     def cleanup(self) -> None:
         """Stop everything started, by pid, pass or fail."""
         children = [s.child for s in self.servers] + self.clients
-        pids = descendants(c.pid for c in children if c.isalive())
+        pids = {pid: start_time(pid) for pid in descendants(c.pid for c in children if c.isalive())}
         for child in children:
             if child.isalive():
                 child.kill(signal.SIGINT)
@@ -226,9 +238,12 @@ class Harness:
             with contextlib.suppress(pexpect.ExceptionPexpect):
                 child.expect(pexpect.EOF, timeout=15)
             child.close(force=True)
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        for pid, started in pids.items():
+            # Only a leftover of ours: a pid reused since by someone else's process has
+            # another start time.
+            if started is not None and start_time(pid) == started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for project in self.projects.values():
             project.cleanup()
         shutil.rmtree(self.workdir, ignore_errors=True)
