@@ -130,7 +130,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
 
     def check_config(self) -> None:
         """Raise ``ConfigError`` unless the config sources, as they are now, are valid."""
-        build_options(self._load, self.configfile)
+        build_options(self._load, self.configfile, runtime_dir=self.runtime_dir)
 
     def realize(self, *args: Any, **kwargs: Any) -> None:
         super().realize(*args, **kwargs)

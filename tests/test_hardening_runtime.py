@@ -281,3 +281,30 @@ def test_deleting_the_runtime_dir_lets_no_second_instance_start(
 
     assert project.manage("supervisor", "shutdown") == ("Shut down\n", "", 0)
     wait_dead([daemon, *programs])
+
+
+# --- which symlinks are followed ---------------------------------------------------------
+
+
+def test_a_symlink_only_you_could_have_made_is_followed(tmp_path: Path) -> None:
+    from djsupervisor import rundir
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o755)
+    (private / "x.log").symlink_to("/dev/null")
+    rundir.check_link("logfile", str(private / "x.log"))  # yours alone: followed
+
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    (sticky / "x.log").symlink_to("/dev/null")
+    rundir.check_link("logfile", str(sticky / "x.log"))  # yours, and nobody can replace it
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)
+    (loose / "x.log").symlink_to("/dev/null")
+    with pytest.raises(ValueError, match=r"^logfile .*/loose/x\.log is a symlink in .*/loose, "):
+        rundir.check_link("logfile", str(loose / "x.log"))
+    with pytest.raises(ValueError, match=r"is a symlink in the runtime directory; remove it$"):
+        rundir.check_link("logfile", str(private / "x.log"), private_dir=str(private))
