@@ -177,6 +177,23 @@ def test_the_lock_file_is_not_opened_through_a_symlink(project: Project, victim:
     assert victim.read_text() == VICTIM_TEXT
 
 
+def test_start_does_not_write_its_console_log_through_a_symlink(
+    project: Project, victim: Path
+) -> None:
+    import djsupervisor
+    from djsupervisor.errors import StartError
+
+    runtime = runtime_dirs(project.path)[0]
+    runtime.mkdir(mode=0o700)
+    (runtime / "console.log").symlink_to(victim)
+    with pytest.raises(StartError) as raised:
+        djsupervisor.start(project_dir=project.path)  # refused before anything is spawned
+    assert str(raised.value) == (
+        f"console log {runtime}/console.log is a symlink; refusing to follow it"
+    )
+    assert victim.read_text() == VICTIM_TEXT
+
+
 # --- side-effect-free checks ----------------------------------------------------------
 
 
