@@ -95,13 +95,16 @@ def ensure_runtime_dir(path: Path) -> None:
         return
     except OSError as error:
         raise ConfigError(f"cannot create runtime directory {path}: {error.strerror}") from None
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_MODE:
-            # An unusual umask took owner bits away from the directory we just made.
-            os.fchmod(fd, PRIVATE_MODE)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_MODE:
+                # An unusual umask took owner bits away from the directory we just made.
+                os.fchmod(fd, PRIVATE_MODE)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        raise ConfigError(f"cannot create runtime directory {path}: {error.strerror}") from None
 
 
 def open_private(path: Path | str, flags: int, what: str, action: str = "open") -> int:
