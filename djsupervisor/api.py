@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from . import checks, config, ctl
+from . import checks, config, ctl, rundir
 from .client import ProcessInfo, Supervisor, UpdateResult
 from .errors import StartError, SupervisorError
 from .project import Project, assemble, ensure_runtime_dir, locate, merged_sections
@@ -205,7 +205,9 @@ def start(
     ensure_runtime_dir(project.runtime_dir)
     console_log = project.runtime_dir / CONSOLE_LOG
     deadline = time.monotonic() + timeout
-    with console_log.open("ab") as output:
+    # Never through a symlink planted in the runtime directory.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    with open(rundir.open_private(console_log, flags, "console log"), "ab") as output:
         offset = output.tell()
         process = subprocess.Popen(
             _command(project, config_file, opts),

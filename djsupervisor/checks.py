@@ -120,18 +120,23 @@ def validate(project: Project, opts: config.Options, *, supervisord: bool = True
     Raises a ``ConfigError`` subclass per kind of problem (see ``ERROR_IDS``). Without
     ``supervisord``, the last step is left to the caller, which is about to run it anyway.
     """
-    from . import rules, runtime
-    from .project import ensure_runtime_dir, merged_sections
+    from . import rules, rundir, runtime
+    from .project import merged_sections
 
     merged = merged_sections(project, opts)
     rules.parse_rules(merged)
     _check_group_members(merged)
-    # realize() needs the log file's directory: the runtime dir by default.
-    ensure_runtime_dir(project.runtime_dir)
+    # Only looks: a check creates nothing (an unsafe existing directory is an error).
+    exists = rundir.check_runtime_dir(project.runtime_dir)
     if not supervisord:
         return merged
+    # realize() insists that the log and socket directories exist: the runtime dir by
+    # default. Until it does, check the same values against an existing directory.
+    checked = merged if exists else rundir.standing_in(merged, project.runtime_dir)
     try:
-        runtime.build_options(lambda: merged, str(project.config_file))
+        runtime.build_options(
+            lambda: checked, str(project.config_file), runtime_dir=str(project.runtime_dir)
+        )
     except ConfigError as error:
         # Everything djsupervisor checks itself was checked above: this is supervisord's.
         raise RejectedValue(str(error)) from None

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from supervisor import events
@@ -23,7 +24,7 @@ from supervisor.process import ProcessStates
 from supervisor.states import SupervisorStates
 from supervisor.supervisord import Supervisor
 
-from . import signals
+from . import instance, signals
 from .console import ConsoleDispatcher
 from .guard import Watchdog
 from .orchestrator import Orchestrator, _key
@@ -129,6 +130,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             console.add_names(
                 [p.config.name for g in self.process_groups.values() for p in g.processes.values()]
             )
+        runtime_dir = getattr(self.options, "runtime_dir", None)
+        watch = instance.RuntimeDirWatch(self, Path(runtime_dir)) if runtime_dir else None
         poller = self.options.poller
         original_poll = poller.poll
         zero_timeouts = 0
@@ -138,6 +141,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             if console is not None:
                 console.flush_partials()
             self.orchestrator.tick()
+            if watch is not None:
+                watch.tick()
             wait = min(timeout, self.next_timeout())
             if self.orchestrator.opened:
                 # supervisord registered this round's descriptors before calling poll():

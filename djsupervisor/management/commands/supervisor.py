@@ -252,15 +252,16 @@ class Command(BaseCommand):
         console: Console | None = None,
     ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
-        from djsupervisor import runtime, succession
+        from djsupervisor import instance, runtime, succession
 
         def load() -> config.Merged:
             return merged_sections(project, opts)
 
         configfile = str(project.config_file)
         ensure_runtime_dir(project.runtime_dir)
-        lock = runtime.instance_lock(
-            str(project.lock_path),
+        lock = instance.instance_lock(
+            project.runtime_dir,
+            project.lock_path,
             f"supervisord is already running for this project ({project.socket_path}); "
             "see 'manage.py supervisor status', or stop it with 'manage.py supervisor shutdown'",
         )
@@ -279,6 +280,7 @@ class Command(BaseCommand):
                     hangup_stops=runtime.has_terminal(),
                     console=console,
                     project_dir=str(project.directory),
+                    runtime_dir=str(project.runtime_dir),
                 )
                 if reason:
                     raise CommandError(reason, returncode=1)
