@@ -203,6 +203,47 @@ def test_supervisord_runs_on_with_its_log_directory_full(
     assert all(count == 1 for count in counts.values()), counts
 
 
+def test_a_daemon_with_its_log_directory_full_runs_on(tmp_path: Path, full_disk: Path) -> None:
+    project = make_full_disk_project(tmp_path / "proj", full_disk)
+    try:
+        out, err, code = project.manage("supervisor", "--daemonize", "--noreload")
+        assert (err, code) == ("", 0)
+        project.wait_running("quiet")
+        filler = fill(full_disk)
+        log = full_disk / "supervisord.log"
+        before = log.stat().st_size
+        for _ in range(3):  # the talker exits with its writes failing, and comes back
+            out, err, code = project.manage("supervisor", "restart", "talker", "quiet")
+            assert (err, code) == ("", 0), out
+        filler.unlink()
+        project.wait_for(
+            lambda: "bytes of log output" in log.read_text()[before:], what="the drop line"
+        )
+        fill(full_disk)
+        out, err, code = project.manage("supervisor", "shutdown")
+        assert (err, code) == ("", 0)
+        project.wait_for(lambda: not project.status(), what="the daemon gone")
+    finally:
+        project.cleanup()
+    text = log.read_text()
+    assert "Traceback" not in text
+    assert "talker: writing logs again" in text or "talker: cannot write" in text
+
+
+def test_a_bad_console_buffer_setting_is_one_line(tmp_path: Path) -> None:
+    project = make_project(
+        tmp_path / "proj",
+        "[program:a]\ncommand=sleep 30\n",
+        extra_settings="SUPERVISOR_CONSOLE_BUFFER = '16M'\n",
+    )
+    try:
+        out, err, code = project.manage("supervisor", "--noreload")
+    finally:
+        project.cleanup()
+    line = "SUPERVISOR_CONSOLE_BUFFER must be a number of bytes of at least 1024, got '16M'"
+    assert (out, err, code) == ("", f"CommandError: {line}\n", 1)
+
+
 # --- the console's buffer limit ------------------------------------------------------------
 
 
