@@ -86,6 +86,8 @@ class _Guarded:
     mode: str
     baseFilename: str
     closed: bool
+    #: Open the file again at the next write (False once closed for good).
+    retry: bool = True
 
     def _format(self, record: Any) -> bytes:
         # supervisor's Handler.emit: raw bytes for a program's output, else formatted.
@@ -97,19 +99,16 @@ class _Guarded:
             return bytes(record.msg)
         return str(self.fmt % record.asdict()).encode("utf-8")
 
-    def _open(self) -> bool:
-        """Reopen after a failed reopen or rollover; False if it still fails."""
-        if not self.closed and self.stream is not None:
-            return True
+    def _open(self) -> OSError | None:
+        """Open the file again (after a failed reopen or rollover); the error if it fails."""
         try:
             self.stream = _unbuffered(open(self.baseFilename, self.mode))  # noqa: SIM115
         except OSError as error:
             self.stream = None
             self.closed = True
-            self.meter.failed(0, self.baseFilename, error)
-            return False
+            return error
         self.closed = False
-        return True
+        return None
 
     def emit(self, record: Any) -> None:
         try:
@@ -118,9 +117,13 @@ class _Guarded:
             return
         if not data:
             return
-        if not self._open():
-            self.meter.dropped += len(data)
-            return
+        if self.closed or self.stream is None:
+            if not self.retry:
+                return  # closed on purpose (its process is gone): nothing to log to
+            error = self._open()
+            if error is not None:
+                self.meter.failed(len(data), self.baseFilename, error)
+                return
         view = memoryview(data)
         try:
             while view:
@@ -138,20 +141,22 @@ class _Guarded:
         pass  # unbuffered: nothing waits
 
     def close(self) -> None:
-        if self.stream is None:
-            self.closed = True
-            return
-        try:
-            loggers.Handler.close(self)
-        except OSError as error:  # EIO at close (NFS, a failing disk)
-            self.meter.failed(0, self.baseFilename, error)
+        self.retry = False
+        if self.stream is not None:
+            try:
+                loggers.Handler.close(self)
+            except OSError as error:  # EIO at close (NFS, a failing disk)
+                self.meter.failed(0, self.baseFilename, error)
         self.closed = True
         self.meter.maybe_report()
 
     def reopen(self) -> None:
         self.close()
-        self.stream = None
-        self._open()
+        # A failed open is retried at the next write.
+        self.retry = True
+        error = self._open()
+        if error is not None:
+            self.meter.failed(0, self.baseFilename, error)
 
     def remove(self) -> None:
         try:
@@ -173,10 +178,10 @@ class GuardedRotatingFileHandler(_Guarded, loggers.RotatingFileHandler):  # type
             self.doRollover()
         except OSError as error:
             self.meter.failed(0, self.baseFilename, error)
-        if not self.stream.closed:
-            self.stream = _unbuffered(self.stream)
-        else:
+        if self.stream.closed:
             self.closed = True  # the new file could not be opened: retried next write
+        else:
+            self.stream = _unbuffered(self.stream)
 
 
 def guard_handler(handler: Any, meter: DropMeter) -> Any:

@@ -98,6 +98,27 @@ def test_a_full_disk_drops_writes_counts_them_and_resumes(full_disk: Path) -> No
         logger.close()
 
 
+def test_a_rotating_log_rolls_over_on_a_full_disk_and_resumes(full_disk: Path) -> None:
+    from supervisor import loggers
+
+    reports: list[str] = []
+    guard = LogGuard()
+    guard.report = reports.append
+    logger = guard.logger("r")
+    path = full_disk / "r.log"
+    loggers.handle_file(logger, str(path), "%(message)s", True, 5000, 1)
+    logger.info(b"a" * 4500)
+    filler = fill(full_disk)
+    for _ in range(5):
+        logger.info(b"b" * 1000)  # fits the file's last page, rolls over, then fails
+    assert Path(f"{path}.1").read_bytes() == b"a" * 4500 + b"b" * 1000
+    assert len(reports) == 1 and "No space left on device" in reports[0]
+    filler.unlink()
+    logger.info(b"c" * 10)
+    logger.close()
+    assert path.read_bytes() == b"c" * 10
+
+
 def test_drop_reports_come_at_most_once_a_minute() -> None:
     now = [1000.0]
     reports: list[str] = []
