@@ -186,6 +186,8 @@ class GuardedRotatingFileHandler(_Guarded, loggers.RotatingFileHandler):  # type
 
 def guard_handler(handler: Any, meter: DropMeter) -> Any:
     """Turn one of supervisor's file handlers, as opened, into its guarded version."""
+    # In place: supervisor's handle_file() builds and opens the handler itself, so the
+    # class is swapped on the finished object (its file and settings stay as they are).
     if isinstance(handler, loggers.RotatingFileHandler):
         handler.__class__ = GuardedRotatingFileHandler
     elif isinstance(handler, loggers.FileHandler):
