@@ -190,6 +190,7 @@ def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
     try:
         conf.SUPERVISOR_CELERY_APP  # noqa: B018  (read only to check its type)
+        conf.SUPERVISOR_CONSOLE_BUFFER  # noqa: B018  (read only to check it)
         project = locate()
         merged = validate(project, config.Options())
     except SupervisorError as error:

@@ -21,6 +21,7 @@ from supervisor.states import SupervisorStates
 from . import capture, config, guard, limits, programenv, rpc, rules, rundir, spawn
 from .console import Console, ConsoleLogHandler
 from .errors import ConfigError, StartError
+from .logguard import LogGuard, guard_logger
 from .loop import ProjectSupervisor
 
 Loader = Callable[[], config.Merged]
@@ -83,6 +84,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         console: Console | None = None,
         project_dir: str | None = None,
         runtime_dir: str | None = None,
+        log_guard: LogGuard | None = None,
     ) -> None:
         super().__init__()
         self.runtime_dir = runtime_dir
@@ -96,6 +98,8 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         self.ctl_credentials: dict[str, str] = {}
         self.supervisord_pid = os.getpid()
         self.supervisord_uid = os.getuid()
+        self.log_guard = log_guard or LogGuard()
+        self.log_guard.report = self._report_dropped_logs
 
     def read_config(self, fp: Any) -> Any:
         try:
@@ -178,6 +182,16 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
             self._make_logger()
         except OSError as error:
             raise StartError(f"cannot open log file {self.logfile}: {error.strerror}") from None
+        guard_logger(self.logger, self.log_guard.meter("supervisord"))
+
+    def getLogger(self, *args: Any, **kwargs: Any) -> Any:
+        # Called by a process' dispatchers while it spawns: its log files get guarded.
+        name = self.spawning.config.name if self.spawning is not None else "supervisord"
+        return self.log_guard.logger(name, *args, **kwargs)
+
+    def _report_dropped_logs(self, text: str) -> None:
+        if getattr(self, "logger", None) is not None:
+            self.logger.warn(text)
 
     def check_pidfile(self) -> None:
         """Fail now, before any socket opens, if the pid file cannot be written later."""
@@ -206,7 +220,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
             return
         # supervisord's own messages go to the console (instead of its raw stdout
         # handler) and, as always, to its log file.
-        self.logger = loggers.getLogger(self.loglevel)
+        self.logger = self.log_guard.logger("supervisord", self.loglevel)
         handler = ConsoleLogHandler(self.console)
         handler.setLevel(self.loglevel)
         self.logger.addHandler(handler)
@@ -356,6 +370,7 @@ def run_rounds(
     stopped on its own (an essential program gone), or ``None`` after a normal stop.
     """
     first = True
+    log_guard = LogGuard()
     while True:
         options = build_options(
             load,
@@ -364,6 +379,7 @@ def run_rounds(
             console=None if daemonize else console,
             project_dir=project_dir,
             runtime_dir=runtime_dir,
+            log_guard=log_guard,
         )
         options.nodaemon = not daemonize
         options.first = first
