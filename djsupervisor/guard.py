@@ -59,6 +59,8 @@ class Watchdog:
     @staticmethod
     def _serve(read_fd: int, marker: str | None) -> None:  # pragma: no cover  (forked)
         try:
+            # Anything carrying the marker started after supervisord (our parent, now).
+            since = reaper.start_time(os.getppid())
             os.setsid()
             # It is a fork of manage.py: tell it apart in ps and top.
             reaper.set_process_name("djsupervisor-wd")
@@ -86,7 +88,7 @@ class Watchdog:
             if not clean:
                 if marker is not None:
                     # Every descendant (setsid helpers, probes, orphans), frozen first.
-                    reaper.freeze_and_kill(marker, groups)
+                    reaper.freeze_and_kill(marker, groups, since=since)
                 for pgid in groups:
                     with contextlib.suppress(OSError):
                         os.killpg(pgid, signal.SIGKILL)

@@ -20,9 +20,12 @@ tests. /proc works unprivileged on every Linux, so there is one mechanism:
   cannot fork, exit or be reparented), then SIGKILLed: nothing escapes by forking
   during the kill.
 
-Limits: a process that clears its environment *and* leaves the tree (``env -i`` then
-``setsid`` and a double fork) escapes the watchdog, though not the shutdown sweep
-while supervisord lives; a process of another user cannot be signalled unless
+The sweep at shutdown looks for the marker too, not for every child of supervisord:
+supervisord may run inside a host process (``call_command``) whose own children are
+not ours to end.
+
+Limits: a process that clears its environment *and* leaves the tree (``env -i``, then
+its parent exits) escapes; a process of another user cannot be signalled unless
 supervisord runs as root. Elsewhere than Linux every function here is a no-op.
 """
 
@@ -62,45 +65,76 @@ def set_process_name(name: str) -> None:
         _libc.prctl(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
 
 
-def _table() -> dict[int, tuple[int, str]]:
-    """``{pid: (parent pid, state)}`` for every process, zombies left out."""
-    table: dict[int, tuple[int, str]] = {}
+def _read(path: str) -> bytes:
+    """The whole file, or b"" if it cannot be read (the process is gone, or not ours)."""
     try:
-        names = os.listdir(_PROC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return table
-    for name in names:
-        if not name.isdigit():
-            continue
+        return b""
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def start_time(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot (0 if unknown)."""
+    fields = _stat_fields(_read(f"{_PROC}/{pid}/stat"))
+    return int(fields[19]) if len(fields) > 19 else 0
+
+
+def _stat_fields(stat: bytes) -> list[bytes]:
+    # From the state on: the command name before it, in parentheses, may hold anything.
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def _scan(needle: bytes, since: int) -> tuple[dict[int, int], set[int]]:
+    """``({pid: parent pid}, {pids carrying needle})`` of every live process.
+
+    /proc is listed again until it shows no new pid: a process that forks and exits
+    faster than one pass over /proc would otherwise always be born after the listing.
+    Only processes started at ``since`` or later can carry the marker: the others'
+    environments are not read.
+    """
+    parents: dict[int, int] = {}
+    marked: set[int] = set()
+    seen: set[int] = set()
+    for _ in range(1000):
         try:
-            with open(f"{_PROC}/{name}/stat", "rb") as stream:
-                stat = stream.read()
+            names = os.listdir(_PROC)
         except OSError:
-            continue  # gone meanwhile
-        # The command name (in parentheses) may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1 and fields[0] not in (b"Z", b"X"):
-            table[int(name)] = (int(fields[1]), fields[0].decode())
-    return table
+            break
+        new = [pid for pid in map(int, filter(str.isdigit, names)) if pid not in seen]
+        if not new:
+            break
+        seen.update(new)
+        for pid in new:
+            fields = _stat_fields(_read(f"{_PROC}/{pid}/stat"))
+            if len(fields) <= 19 or fields[0] in (b"Z", b"X"):
+                continue  # gone, or a zombie: nothing left to signal
+            parents[pid] = int(fields[1])
+            if int(fields[19]) >= since:
+                environ = _read(f"{_PROC}/{pid}/environ")
+                if environ.startswith(needle) or b"\0" + needle in environ:
+                    marked.add(pid)
+    return parents, marked
 
 
-def _carries(pid: int, marker: bytes) -> bool:
-    try:
-        with open(f"{_PROC}/{pid}/environ", "rb") as stream:
-            environ = stream.read()
-    except OSError:
-        return False  # gone, or not ours to read
-    return environ.startswith(marker) or b"\0" + marker in environ
+def family(marker: str, roots: Iterable[int] = (), since: int = 0) -> set[int]:
+    """Live processes carrying ``marker``, the live ``roots``, and all their descendants.
 
-
-def family(marker: str, roots: Iterable[int] = ()) -> set[int]:
-    """Live processes carrying ``marker``, the live ``roots``, and all their descendants."""
-    table = _table()
-    needle = f"{marker}=".encode()
-    found = {pid for pid in table if _carries(pid, needle)}
-    found.update(pid for pid in roots if pid in table)
+    ``since`` (clock ticks since boot, see ``start_time``) is when the marker was first
+    given out, to skip reading older processes' environments.
+    """
+    parents, found = _scan(f"{marker}=".encode(), since)
+    found.update(pid for pid in roots if pid in parents)
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
+    for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
     stack = list(found)
     while stack:
@@ -117,7 +151,9 @@ def _signal(pids: Iterable[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-def freeze_and_kill(marker: str, roots: Iterable[int] = (), spare: Iterable[int] = ()) -> set[int]:
+def freeze_and_kill(
+    marker: str, roots: Iterable[int] = (), spare: Iterable[int] = (), since: int = 0
+) -> set[int]:
     """SIGSTOP the whole family until it is complete, then SIGKILL it; return the pids."""
     spared = {os.getpid(), *spare}
     frozen: set[int] = set()
@@ -125,7 +161,7 @@ def freeze_and_kill(marker: str, roots: Iterable[int] = (), spare: Iterable[int]
     # Each round freezes what the last one could not see yet (children forked meanwhile);
     # the bound only guards against a pathological fork rate.
     for _ in range(100):
-        found = family(marker, roots | frozen) - spared - frozen
+        found = family(marker, roots | frozen, since) - spared - frozen
         if not found:
             break
         _signal(found, signal.SIGSTOP)
@@ -135,8 +171,13 @@ def freeze_and_kill(marker: str, roots: Iterable[int] = (), spare: Iterable[int]
 
 
 def _alive(pids: Iterable[int]) -> set[int]:
-    table = _table()
-    return {pid for pid in pids if pid in table}
+    """Those of ``pids`` still running (not zombies)."""
+    alive = set()
+    for pid in pids:
+        fields = _stat_fields(_read(f"{_PROC}/{pid}/stat"))
+        if fields and fields[0] not in (b"Z", b"X"):
+            alive.add(pid)
+    return alive
 
 
 class Family:
@@ -155,9 +196,11 @@ class Family:
         self._kill_at: float | None = None
         self._give_up_at: float | None = None
         self.done = False
+        self.since = 0
 
     def enter(self) -> None:
         """Mark what this process starts from now on, and adopt its orphans."""
+        self.since = start_time(os.getpid())
         os.environ[self.marker] = "1"
         self.adopting = set_subreaper(True)
 
@@ -180,7 +223,7 @@ class Family:
                 self.done = True
                 return []
             return sorted(left)
-        found = family(self.marker, self._members) - spared
+        found = family(self.marker, self._members, self.since) - spared
         if self._kill_at is None:
             if not found:
                 self.done = True
@@ -193,7 +236,7 @@ class Family:
             self.done = True
             return []
         if now >= self._kill_at:
-            self._members |= freeze_and_kill(self.marker, self._members, spared)
+            self._members |= freeze_and_kill(self.marker, self._members, spared, self.since)
             self._give_up_at = now + KILL_WAIT
         return sorted(found)
 

@@ -206,3 +206,91 @@ def test_clean_stop_leaves_nothing(setup: Setup) -> None:
     assert survivors(family) == []
     # Adopted orphans are reaped quietly.
     assert "reaped unknown pid" not in output.text
+
+
+# --- The mechanism itself: find, freeze, kill ---------------------------------------------
+
+#: A process that keeps leaving the tree: it forks, the child starts a session of its own
+#: and carries on, the parent exits. At any moment one or two links of the chain live.
+HOPPER = """\
+import os, sys, time
+
+def record():
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, f"{os.getpid()}\\n".encode())
+    os.close(fd)
+
+record()
+while True:
+    if os.fork() == 0:
+        os.setsid()
+        record()
+        continue
+    time.sleep(0.005)
+    os._exit(0)
+"""
+
+
+def test_freeze_and_kill_catches_a_process_that_keeps_escaping(tmp_path: Path) -> None:
+    from djsupervisor import reaper
+
+    marker = reaper.MARKER_PREFIX + "test" + os.urandom(4).hex()
+    log = tmp_path / "hops.log"
+    env = {**os.environ, marker: "1"}
+    hopper = subprocess.Popen([sys.executable, "-c", HOPPER, str(log)], env=env)
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+    def recorded() -> set[int]:
+        with contextlib.suppress(FileNotFoundError):
+            return {int(line) for line in log.read_text().split()}
+        return set()
+
+    try:
+        wait_dead_or_many = time.monotonic() + 30
+        while len(recorded()) < 20 and time.monotonic() < wait_dead_or_many:
+            time.sleep(0.01)
+        assert len(recorded()) >= 20  # it has hopped away from its parent many times
+        killed = reaper.freeze_and_kill(marker)
+        assert killed  # something carrying the marker was alive
+        hopper.wait(timeout=10)
+        wait_dead(recorded(), timeout=GRACE)
+        # Not ours: a process without the marker, outside the family's tree, is left alone.
+        assert stranger.poll() is None
+    finally:
+        reaper.freeze_and_kill(marker)
+        for proc in (hopper, stranger):
+            proc.kill()
+            proc.wait()
+
+
+def test_family_includes_descendants_that_dropped_the_marker() -> None:
+    from djsupervisor import reaper
+
+    marker = reaper.MARKER_PREFIX + "test" + os.urandom(4).hex()
+    # A marked parent starts a child with an empty environment.
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time; "
+            "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], env={}); "
+            "print(c.pid, flush=True); time.sleep(60)",
+        ],
+        env={**os.environ, marker: "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert reaper.family(marker) == {parent.pid, child}
+        # A known pid (a program the watchdog was told about) brings its descendants too.
+        assert reaper.family("DJSUPERVISOR_FAMILY_nobody", [parent.pid]) == {parent.pid, child}
+    finally:
+        for pid in reaper.freeze_and_kill(marker):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        parent.kill()
+        parent.wait()
+        assert parent.stdout is not None
+        parent.stdout.close()
