@@ -152,7 +152,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             return original_poll(max(wait, 0))
 
         poller.poll = poll
-        self.family = reaper.Family()
+        self.family = reaper.Family(self.options.logger.info)
         self.family.enter()
         self.watchdog = Watchdog(self.family.marker)
         self.options.watchdog = self.watchdog

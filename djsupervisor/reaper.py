@@ -38,7 +38,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
@@ -189,7 +189,8 @@ class Family:
     ``grace`` seconds have passed. It never waits itself.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, log: Callable[[str], None] = lambda message: None) -> None:
+        self.log = log
         self.marker = MARKER_PREFIX + secrets.token_hex(8)
         self.adopting = False
         self._members: set[int] = set()
@@ -231,12 +232,16 @@ class Family:
             self._kill_at = now + grace
         new = found - self._members
         self._members |= found
-        _signal(new, signal.SIGTERM)
+        if new:
+            self.log(f"stopping {len(new)} leftover process(es) with SIGTERM: {sorted(new)}")
+            _signal(new, signal.SIGTERM)
         if not found:
             self.done = True
             return []
         if now >= self._kill_at:
-            self._members |= freeze_and_kill(self.marker, self._members, spared, self.since)
+            killed = freeze_and_kill(self.marker, self._members, spared, self.since)
+            self.log(f"killing {len(killed)} leftover process(es) with SIGKILL: {sorted(killed)}")
+            self._members |= killed
             self._give_up_at = now + KILL_WAIT
         return sorted(found)
 

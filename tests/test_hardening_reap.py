@@ -204,8 +204,11 @@ def test_clean_stop_leaves_nothing(setup: Setup) -> None:
     assert output.finish() == 0, output.text
     # Not "soon after": supervisord waited for all of them before it exited.
     assert survivors(family) == []
-    # Adopted orphans are reaped quietly.
+    # Adopted orphans are reaped quietly; the sweep says what it did.
     assert "reaped unknown pid" not in output.text
+    assert "leftover process(es) with SIGTERM" in output.text, output.text
+    # The stubborn children of the parents outlived the grace: SIGKILL, after a second.
+    assert "leftover process(es) with SIGKILL" in output.text, output.text
 
 
 # --- The mechanism itself: find, freeze, kill ---------------------------------------------
