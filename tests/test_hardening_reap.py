@@ -33,6 +33,7 @@ from tests.utils import (
     parent_pid,
     pid_alive,
     program,
+    runtime_dirs,
     wait_dead,
 )
 
@@ -209,6 +210,41 @@ def test_clean_stop_leaves_nothing(setup: Setup) -> None:
     assert "leftover process(es) with SIGTERM" in output.text, output.text
     # The stubborn children of the parents outlived the grace: SIGKILL, after a second.
     assert "leftover process(es) with SIGKILL" in output.text, output.text
+
+
+def test_daemon_shutdown_leaves_nothing(setup: Setup) -> None:
+    project = setup.project
+    _, err, code = project.manage("supervisor", "--daemonize")
+    assert (err, code) == ("", 0)
+    [daemon] = daemon_pids(project.path)
+    recorded = setup.wait_recorded()
+    family = set(recorded) | set(descendants([daemon]))
+
+    out, err, code = project.manage("supervisor", "shutdown")
+    assert (err, code) == ("", 0), out
+    wait_dead([daemon], timeout=30)
+    assert survivors(family) == []
+    log = (runtime_dirs(project.path)[0] / "supervisord.log").read_text()
+    assert "leftover process(es) with SIGKILL" in log
+
+
+def test_a_reload_sweeps_the_old_programs_leftovers(setup: Setup) -> None:
+    server = setup.project.start()
+    output = LineReader(server)
+    first = setup.wait_recorded()
+
+    server.send_signal(signal.SIGHUP)  # no terminal: reload
+    deadline = time.monotonic() + 60
+    while len(setup.recorded()) < 2 * EXPECTED:
+        assert time.monotonic() < deadline, output.text
+        time.sleep(0.05)
+    # The second round started only once the first one's family was gone.
+    assert survivors(set(first)) == []
+    assert server.poll() is None
+
+    server.send_signal(signal.SIGTERM)
+    assert output.finish() == 0, output.text
+    assert survivors(set(setup.recorded())) == []
 
 
 # --- The mechanism itself: find, freeze, kill ---------------------------------------------
