@@ -224,7 +224,9 @@ class Family:
                 self.done = True
                 return []
             return sorted(left)
-        found = family(self.marker, self._members, self.since) - spared
+        # The marker, not the pids seen before, is the root: one of those may have ended
+        # and its pid gone to a stranger since.
+        found = family(self.marker, (), self.since) - spared
         if self._kill_at is None:
             if not found:
                 self.done = True
@@ -239,7 +241,7 @@ class Family:
             self.done = True
             return []
         if now >= self._kill_at:
-            killed = freeze_and_kill(self.marker, self._members, spared, self.since)
+            killed = freeze_and_kill(self.marker, (), spared, self.since)
             self.log(f"killing {len(killed)} leftover process(es) with SIGKILL: {sorted(killed)}")
             self._members |= killed
             self._give_up_at = now + KILL_WAIT
