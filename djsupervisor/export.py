@@ -391,6 +391,10 @@ def run(
     """``manage.py supervisor export systemd|procfile ...``."""
     from django.conf import settings
 
+    from .rundir import ensure_runtime_dir
+
+    # supervisord's parser, which reads the programs, wants the log directory to exist.
+    ensure_runtime_dir(project.runtime_dir)
     if list(args[:1]) in (["compose"], ["kubernetes"]):
         from . import export_model
 
@@ -398,7 +402,6 @@ def run(
         return
 
     from .checks import validate
-    from .rundir import ensure_runtime_dir
 
     parsed = make_parser().parse_args(list(args))
     if parsed.user is not None and not _USER_RE.match(parsed.user):
@@ -410,8 +413,6 @@ def run(
             "digits, '-', '_' or '.'"
         )
     settings_module = os.environ.get("DJANGO_SETTINGS_MODULE") or settings.SETTINGS_MODULE
-    # supervisord's parser, which reads the programs, wants the log directory to exist.
-    ensure_runtime_dir(project.runtime_dir)
     # The code watcher is for development only.
     merged = validate(project, replace(opts, noreload=True))
     found, notes = programs(merged, str(project.config_file))
