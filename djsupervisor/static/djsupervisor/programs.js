@@ -41,7 +41,8 @@
     if (button) data.set(button.name, button.value);
     form.querySelectorAll("button").forEach((b) => { b.disabled = true; });
     try {
-      const response = await fetch(form.action, {
+      // Not form.action: the buttons named "action" shadow that property.
+      const response = await fetch(form.getAttribute("action"), {
         method: "POST", body: data, credentials: "same-origin",
         headers: {"Accept": "application/json"},
       });
