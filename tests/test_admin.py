@@ -371,7 +371,7 @@ def test_stats_in_the_table_json_and_api(
     from djsupervisor.client import Supervisor
 
     page = Browser("boss", channel["password"]).get(f"{PAGE}table/").body
-    assert re.search(r"<td>\d+\.\d%</td>\s*<td>\d+\.\d MiB</td>", page)
+    assert re.search(r'<td>\d+\.\d%</td>\s*<td class="djs-nowrap">\d+\.\d MiB</td>', page)
     infos = {
         i.name: i
         for i in Supervisor(channel["serverurl"], channel["username"], channel["password"]).status(
