@@ -398,3 +398,19 @@ def test_stats_in_the_table_json_and_api(
     assert all(re.fullmatch(r"\d+\.\d%", line.split()[2]) for line in lines)
     out, err, code = live.manage("supervisor", "--stats", "start", "sleeper")
     assert (out, err, code) == ("", "CommandError: --stats works with the status action only\n", 2)
+
+
+def test_migrations_match_the_model(site: None) -> None:
+    """No project (whatever its DEFAULT_AUTO_FIELD) is asked for a new migration."""
+    with override_settings(DEFAULT_AUTO_FIELD="django.db.models.BigAutoField"):
+        call_command("makemigrations", "djsupervisor", "--check", "--dry-run", verbosity=0)
+
+
+def test_permissions_come_from_migrations(site: None) -> None:
+    from django.contrib.auth.models import Permission
+
+    codenames = Permission.objects.filter(content_type__app_label="djsupervisor")
+    assert sorted(codenames.values_list("codename", flat=True)) == [
+        "control_programs",
+        "view_programs",
+    ]
