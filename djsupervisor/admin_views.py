@@ -74,38 +74,23 @@ def _uptime(info: ProcessInfo, now: datetime.datetime) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _table(client: Supervisor) -> dict[str, Any]:
+def _table_context(request: HttpRequest) -> dict[str, Any]:
     """The table's context: rows, or why there are none."""
+    context: dict[str, Any] = {"can_control": _may(request, CONTROL), "signals": SIGNALS}
     try:
+        client = connect_here()
         infos = client.status(stats=True)
         commands = client.commands()
     except (NotRunning, ConfigError) as error:
-        return {"rows": [], "down": str(error), "start_hint": START_HINT}
+        return {**context, "rows": [], "down": str(error), "start_hint": START_HINT}
     except SupervisorError as error:
-        return {"rows": [], "error": str(error)}
+        return {**context, "rows": [], "error": str(error)}
     now = datetime.datetime.now(datetime.timezone.utc)
     rows = [
         Row(info, commands.get(info.namespec, ""), _uptime(info, now), human_bytes(info.rss))
         for info in infos
     ]
-    return {"rows": rows}
-
-
-def _client_or_error(request: HttpRequest) -> Supervisor | str:
-    try:
-        return connect_here()
-    except SupervisorError as error:
-        return str(error)
-
-
-def _table_context(request: HttpRequest) -> dict[str, Any]:
-    client = _client_or_error(request)
-    table = (
-        {"rows": [], "down": client, "start_hint": START_HINT}
-        if isinstance(client, str)
-        else _table(client)
-    )
-    return {**table, "can_control": _may(request, CONTROL), "signals": SIGNALS}
+    return {**context, "rows": rows}
 
 
 @require_GET
