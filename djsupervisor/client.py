@@ -308,6 +308,12 @@ class Supervisor:
         text = self._call(f"supervisor.readProcess{kind}Log", name, offset, size - offset)
         return str(text), size, False
 
+    def tail(self, name: str, *, stderr: bool = False, length: int = 1600) -> str:
+        """Return the last ``length`` bytes of a process's stdout (or stderr) log."""
+        method = "tailProcessStderrLog" if stderr else "tailProcessStdoutLog"
+        text, _offset, _overflow = self._call(f"supervisor.{method}", name, 0, length)
+        return str(text)
+
     # -- control ------------------------------------------------------------
 
     def _each(self, names: Sequence[str], one: str, group: str, every: str, *args: Any) -> None:
