@@ -196,7 +196,7 @@ def _with_client(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRes
 @require_GET
 @_with_client
 def log(request: HttpRequest, client: Supervisor, name: str) -> HttpResponse:
-    """A process's log tail, following live (``log.js`` polls ``log_tail``)."""
+    """A process's log tail, following live (``programs.js`` polls ``log_tail``)."""
     info = _known(client, name)
     stream = _stream(request)
     text, offset, _ = client.log_since(name, 0, limit=TAIL_BYTES, stderr=stream == "stderr")
