@@ -56,19 +56,35 @@ PAGE = "/admin/supervisor/"
 @pytest.fixture(scope="module")
 def site() -> Iterator[None]:
     """An admin site in this process (the unit tests' in-memory database, migrated)."""
-    with override_settings(**ADMIN_SETTINGS):
-        call_command("migrate", verbosity=0, interactive=False)
-        from django.contrib.auth.models import Permission, User
+    from django.core.checks.registry import registry
 
-        def user(name: str, *perms: str, staff: bool = True) -> None:
-            made = User.objects.create_user(name, password="pw", is_staff=staff)
-            made.user_permissions.set(Permission.objects.filter(codename__in=perms))
+    # The admin and auth apps register system checks when they load; later tests run
+    # without those apps, so put the registry back as it was.
+    saved = (set(registry.registered_checks), set(registry.deployment_checks))
+    try:
+        with override_settings(**ADMIN_SETTINGS):
+            yield from _migrated_with_users()
+    finally:
+        for checks, before in zip(
+            (registry.registered_checks, registry.deployment_checks), saved, strict=True
+        ):
+            checks.clear()
+            checks.update(before)
 
-        user("boss", "view_programs", "control_programs")
-        user("viewer", "view_programs")
-        user("staff")
-        user("nonstaff", "view_programs", "control_programs", staff=False)
-        yield
+
+def _migrated_with_users() -> Iterator[None]:
+    call_command("migrate", verbosity=0, interactive=False)
+    from django.contrib.auth.models import Permission, User
+
+    def user(name: str, *perms: str, staff: bool = True) -> None:
+        made = User.objects.create_user(name, password="pw", is_staff=staff)
+        made.user_permissions.set(Permission.objects.filter(codename__in=perms))
+
+    user("boss", "view_programs", "control_programs")
+    user("viewer", "view_programs")
+    user("staff")
+    user("nonstaff", "view_programs", "control_programs", staff=False)
+    yield
 
 
 @pytest.fixture(scope="module")
