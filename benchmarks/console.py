@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .harness import Processes, ProcessFailed, cpu_seconds, stock_command
+from .harness import Processes, ProcessFailed, cpu_seconds, rss_mib, stock_command
 from .project import BenchProject, getconfig, make_project
 from .registry import Context, Figure, Target, benchmark
 
@@ -255,6 +255,128 @@ def throughput(ctx: Context) -> list[Figure]:
             peer_name="supervisord -n, log file",
             target=Target("ratio", SUPERVISORD_RATIO),
             samples={"ours": seconds["ours"], "peer": seconds["supervisord"]},
+            extras=extras,
+        ),
+    ]
+
+
+# --- memory under an unread console ----------------------------------------------------
+
+FLOOD = """\
+import os, sys, time
+
+# Say we are up, wait for the go file, then write 50 MB/s of 80-byte lines.
+ready, go, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+open(ready, "w").close()
+while not os.path.exists(go):
+    time.sleep(0.02)
+block = b"".join(b"%08d %s\\n" % (i, b"f" * 70) for i in range(6250))  # 500 kB
+start = time.monotonic()
+sent = 0
+while time.monotonic() - start < seconds:
+    os.write(1, block)
+    sent += 1
+    ahead = sent * len(block) / 50e6 - (time.monotonic() - start)
+    if ahead > 0:
+        time.sleep(ahead)
+os.write(1, b"END\\n")
+time.sleep(3600)
+"""
+
+FLOOD_CONF = """\
+[program:flood]
+command={{{{ PYTHON }}}} flood.py ready go {seconds}
+directory={{{{ PROJECT_DIR }}}}
+startsecs=0
+autorestart=false
+stdout_logfile={{{{ PROJECT_DIR }}}}/flood.log
+stdout_logfile_maxbytes=20MB
+stdout_logfile_backups=1
+"""
+
+
+def peak_rss(
+    ctx: Context, argv: Sequence[str], name: str, project: BenchProject, env: dict[str, str]
+) -> tuple[float, float]:
+    """Start ``argv``, sample its RSS idle, then every 20 ms under the flood: (idle, peak)."""
+    for stale in ("ready", "go", "flood.log", "flood.log.1"):
+        (project.path / stale).unlink(missing_ok=True)
+    proc = ctx.procs.start(argv, name=name, env=env, cwd=project.path)
+    ready, go, log = project.path / "ready", project.path / "go", project.path / "flood.log"
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise ctx.procs.fail(proc, "the flood program never started")
+        time.sleep(0.02)
+    time.sleep(1.0)  # settle: start-up garbage collected, the loop idle
+    idle = rss_mib(proc.pid)
+    peak = idle
+    go.touch()
+    while not shows_end(log):
+        if time.monotonic() > deadline + 60:
+            raise ctx.procs.fail(proc, "the flood never ended")
+        peak = max(peak, rss_mib(proc.pid))
+        time.sleep(0.02)
+    ctx.procs.stop(proc)
+    return idle, peak
+
+
+def shows_end(log: Path) -> bool:
+    try:
+        with open(log, "rb") as file:
+            file.seek(-4, os.SEEK_END)
+            return file.read() == b"END\n"
+    except OSError:
+        return False
+
+
+@benchmark(
+    "console.unread",
+    "stdout a pipe nobody reads, one program writing 50 MB/s (--quick: 5 s, a 1 MiB "
+    "SUPERVISOR_CONSOLE_BUFFER; else 10 s, the 16 MiB default): manage.py's RSS growth "
+    "beside the limit, and its peak beside stock supervisord's with the same program",
+)
+def unread(ctx: Context) -> list[Figure]:
+    seconds, cap = (5, 1 * MIB) if ctx.quick else (10, 16 * MIB)
+    project = make_project(ctx.workdir / "unread", conf=FLOOD_CONF.format(seconds=seconds))
+    (project.path / "flood.py").write_text(FLOOD)
+    with (project.path / "benchproj" / "settings.py").open("a") as settings:
+        settings.write(f"SUPERVISOR_CONSOLE_BUFFER = {cap}\n")
+    merged = getconfig(project, "--noreload")
+    peer_dir = ctx.workdir / "unread-peer"
+    peer_dir.mkdir(mode=0o700)
+    peer_file = merged.rehomed(peer_dir).write(ctx.workdir / "unread-peer.conf")
+    # A FIFO whose read end we hold open and never read: the console's stdout.
+    fifo = ctx.workdir / "unread.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    env = {**project.env(), "NO_COLOR": "1"}
+    try:
+        argv = redirected(project.manage_argv("supervisor", "--noreload"), fifo)
+        idle, peak = peak_rss(ctx, argv, "unread-ours", project, env)
+    finally:
+        os.close(reader)
+    stock = [*stock_command("supervisord"), "-n", "-c", str(peer_file)]
+    stock_idle, stock_peak = peak_rss(ctx, stock, "unread-supervisord", project, env)
+    extras = {"idle_mib": idle, "peak_mib": peak, "cap_mib": cap / MIB, "seconds": seconds}
+    extras.update({"supervisord_idle_mib": stock_idle, "supervisord_peak_mib": stock_peak})
+    return [
+        Figure(
+            label=f"RSS growth, unread console, 50 MB/s for {seconds} s, "
+            f"buffer {cap // MIB} MiB (limit: 2x the buffer)",
+            unit="MiB",
+            ours=peak - idle,
+            peer=None,
+            peer_name="-",
+            target=Target("ours", 2 * cap / MIB),
+            extras=extras,
+        ),
+        Figure(
+            label=f"peak RSS, unread console, 50 MB/s for {seconds} s",
+            unit="MiB",
+            ours=peak,
+            peer=stock_peak,
+            peer_name="supervisord -n, log file only",
             extras=extras,
         ),
     ]

@@ -120,19 +120,24 @@ def validate(project: Project, opts: config.Options, *, supervisord: bool = True
     Raises a ``ConfigError`` subclass per kind of problem (see ``ERROR_IDS``). Without
     ``supervisord``, the last step is left to the caller, which is about to run it anyway.
     """
-    from .config import rules
-    from .config.project import ensure_runtime_dir, merged_sections
+    from .config import rules, rundir
+    from .config.project import merged_sections
     from .server import runtime
 
     merged = merged_sections(project, opts)
     rules.parse_rules(merged)
     _check_group_members(merged)
-    # realize() needs the log file's directory: the runtime dir by default.
-    ensure_runtime_dir(project.runtime_dir)
+    # Only looks: a check creates nothing (an unsafe existing directory is an error).
+    exists = rundir.check_runtime_dir(project.runtime_dir)
     if not supervisord:
         return merged
+    # realize() insists that the log and socket directories exist: the runtime dir by
+    # default. Until it does, check the same values against an existing directory.
+    checked = merged if exists else rundir.standing_in(merged, project.runtime_dir)
     try:
-        runtime.build_options(lambda: merged, str(project.config_file))
+        runtime.build_options(
+            lambda: checked, str(project.config_file), runtime_dir=str(project.runtime_dir)
+        )
     except ConfigError as error:
         # Everything djsupervisor checks itself was checked above: this is supervisord's.
         raise RejectedValue(str(error)) from None
@@ -186,6 +191,7 @@ def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
 
     try:
         conf.SUPERVISOR_CELERY_APP  # noqa: B018  (read only to check its type)
+        conf.SUPERVISOR_CONSOLE_BUFFER  # noqa: B018  (read only to check it)
         project = locate()
         merged = validate(project, config.Options())
     except SupervisorError as error:

@@ -80,5 +80,16 @@ class Settings:
             raise SettingError(f"SUPERVISOR_CELERY_APP must be a string, got {value!r}")
         return value
 
+    @property
+    def SUPERVISOR_CONSOLE_BUFFER(self) -> int:
+        """Bytes of output that may wait, in all, for a slow or unread console."""
+        value = self._get("SUPERVISOR_CONSOLE_BUFFER", 16 * 1024 * 1024)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+            raise SettingError(
+                f"SUPERVISOR_CONSOLE_BUFFER must be a number of bytes of at least 1024, "
+                f"got {value!r}"
+            )
+        return value
+
 
 conf = Settings()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal, TypedDict
 
 from .. import checks, config
+from ..config import rundir
 from ..config.project import Project, assemble, ensure_runtime_dir, locate, merged_sections
 from ..errors import StartError, SupervisorError
 from . import ctl
@@ -206,7 +207,9 @@ def start(
     ensure_runtime_dir(project.runtime_dir)
     console_log = project.runtime_dir / CONSOLE_LOG
     deadline = time.monotonic() + timeout
-    with console_log.open("ab") as output:
+    # Never through a symlink planted in the runtime directory.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    with open(rundir.open_private(console_log, flags, "console log"), "ab") as output:
         offset = output.tell()
         process = subprocess.Popen(
             _command(project, config_file, opts),
@@ -231,3 +234,20 @@ def start(
         handle.terminate()
         raise
     return handle
+
+
+def connect_here() -> Supervisor:
+    """Return a handle on this project's supervisord, without contacting it.
+
+    A program supervisord runs gets the channel in its environment
+    (``SUPERVISOR_SERVER_URL``, ``SUPERVISOR_USERNAME``, ``SUPERVISOR_PASSWORD``): use
+    it, so a page served by the web program talks to the supervisord that runs it.
+    Elsewhere (``runserver`` in a terminal), derive it from the project's settings, as
+    ``manage.py supervisor`` does.
+    """
+    url = os.environ.get("SUPERVISOR_SERVER_URL")
+    if url:
+        return Supervisor(
+            url, os.environ.get("SUPERVISOR_USERNAME"), os.environ.get("SUPERVISOR_PASSWORD")
+        )
+    return connect()

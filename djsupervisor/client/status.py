@@ -41,5 +41,29 @@ def status_json(client: Supervisor, names: Sequence[str]) -> tuple[str, int]:
 
     An unknown name raises ``NoSuchProcess``; no supervisord, ``NotRunning``.
     """
-    infos = client.status(*names)
+    infos = client.status(*names, stats=True)
     return json.dumps([record(info) for info in infos], indent=2), exit_code(infos)
+
+
+def status_table(client: Supervisor, names: Sequence[str]) -> tuple[str, int]:
+    """``status --stats``: supervisorctl's columns plus CPU % and resident memory."""
+    from .stats import human_bytes
+
+    infos = client.status(*names, stats=True)
+    rows = [
+        (
+            info.namespec,
+            info.state,
+            "-" if info.cpu_percent is None else f"{info.cpu_percent:.1f}%",
+            human_bytes(info.rss),
+            info.description,
+        )
+        for info in infos
+    ]
+    header = ("NAME", "STATE", "CPU", "RSS", "DESCRIPTION")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
+        lines.append("  ".join([*cells, row[4]]).rstrip())
+    return "\n".join(lines), exit_code(infos)

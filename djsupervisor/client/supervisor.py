@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import errno
 import http.client
@@ -73,6 +74,11 @@ class ProcessInfo:
     stderr_logfile: Path | None
     #: The health check's verdict (``starting``, ``healthy``, ``unhealthy``), if it has one.
     health: str | None = None
+    #: CPU use of the process and its children (percent of one core), measured by
+    #: ``status(stats=True)``; None when not running or not measured.
+    cpu_percent: float | None = None
+    #: Resident memory of the process and its children, in bytes (as ``cpu_percent``).
+    rss: int | None = None
 
     @property
     def namespec(self) -> str:
@@ -250,14 +256,15 @@ class Supervisor:
 
     # -- process info -------------------------------------------------------
 
-    def status(self, *names: str) -> list[ProcessInfo]:
+    def status(self, *names: str, stats: bool = False) -> list[ProcessInfo]:
         """Return every process (no names, or ``all``), or those ``names`` select.
 
-        A name is ``name``, ``group:name`` or ``group:*``, as in supervisorctl.
+        A name is ``name``, ``group:name`` or ``group:*``, as in supervisorctl. With
+        ``stats``, also measure ``cpu_percent`` and ``rss`` (over a fifth of a second).
         """
         infos = [ProcessInfo.from_rpc(i) for i in self._call("supervisor.getAllProcessInfo")]
         if not names or "all" in names:
-            return infos
+            return _with_stats(infos) if stats else infos
         selected: list[ProcessInfo] = []
         for name in names:
             group, _, process = name.partition(":") if ":" in name else (name, "", name)
@@ -268,7 +275,38 @@ class Supervisor:
                 what = "group" if process in ("", "*") else "process"
                 raise NoSuchProcess(f"no such {what}: {name}")
             selected.extend(m for m in matches if m not in selected)
-        return selected
+        return _with_stats(selected) if stats else selected
+
+    def commands(self) -> dict[str, str]:
+        """Return each process's command line, by namespec (``getAllConfigInfo``)."""
+        return {
+            (c["name"] if c["group"] == c["name"] else f"{c['group']}:{c['name']}"): str(
+                c["command"]
+            )
+            for c in self._call("supervisor.getAllConfigInfo")
+        }
+
+    def log_since(
+        self, name: str, offset: int, *, limit: int = 16384, stderr: bool = False
+    ) -> tuple[str, int, bool]:
+        """Return what a process's log gained after byte ``offset``, for following it.
+
+        Returns the text, the offset to ask from next time, and whether bytes were
+        skipped: more than ``limit`` new bytes give the last ``limit``, and a log that
+        shrank (rotated) starts again from its tail. ``offset=0`` gives the last bytes.
+        """
+        kind = "Stderr" if stderr else "Stdout"
+        # A zero length reads nothing and answers the log's size.
+        _, size, _ = self._call(f"supervisor.tailProcess{kind}Log", name, 0, 0)
+        size = int(size)
+        if offset > size or size - offset > limit:
+            text, size, _ = self._call(f"supervisor.tailProcess{kind}Log", name, 0, limit)
+            return str(text), int(size), offset > 0 or size > limit
+        if size == offset:
+            return "", size, False
+        # Exactly the new bytes (tailProcessLog would re-send old ones).
+        text = self._call(f"supervisor.readProcess{kind}Log", name, offset, size - offset)
+        return str(text), size, False
 
     def tail(self, name: str, *, stderr: bool = False, length: int = 1600) -> str:
         """Return the last ``length`` bytes of a process's stdout (or stderr) log."""
@@ -497,6 +535,19 @@ class Supervisor:
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signals.SIGKILL)
+
+
+def _with_stats(infos: list[ProcessInfo]) -> list[ProcessInfo]:
+    """``infos`` with the CPU and memory of the running ones measured."""
+    from . import stats
+
+    usage = stats.measure(info.pid for info in infos if info.pid)
+    return [
+        dataclasses.replace(info, cpu_percent=u.cpu_percent, rss=u.rss)
+        if info.pid and (u := usage.get(info.pid)) is not None
+        else info
+        for info in infos
+    ]
 
 
 def _wait_for(predicate: Callable[[], bool], deadline: float) -> bool:

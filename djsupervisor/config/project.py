@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import importlib.util
 import os
-import stat
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from .. import config
 from ..conf import conf
 from ..errors import ConfigError, MissingConfigFile, NoCommand, UnknownName
 from . import envfiles, render
+from .rundir import ensure_runtime_dir as ensure_runtime_dir  # re-exported: its old home
 from .values import check_values
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -237,22 +237,3 @@ def merged_sections(project: Project, options: config.Options) -> config.Merged:
 def assemble(project: Project, options: config.Options) -> str:
     """Return the complete merged configuration text for ``project``."""
     return config.serialize(merged_sections(project, options).sections)
-
-
-def ensure_runtime_dir(path: Path) -> None:
-    """Create the private runtime directory, or refuse one that is not safely ours."""
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = path.lstat()
-    except OSError as error:
-        raise ConfigError(f"cannot create runtime directory {path}: {error.strerror}") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"runtime directory {path} is not a directory; refusing to use it")
-    if info.st_uid != os.getuid():
-        raise ConfigError(
-            f"runtime directory {path} is owned by uid {info.st_uid}, not by you "
-            f"(uid {os.getuid()}); refusing to use it"
-        )
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        # mkdir honours the umask, and an old directory may have been loosened.
-        os.chmod(path, 0o700)

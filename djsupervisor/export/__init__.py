@@ -392,6 +392,10 @@ def run(
     """``manage.py supervisor export systemd|procfile ...``."""
     from django.conf import settings
 
+    from .rundir import ensure_runtime_dir
+
+    # supervisord's parser, which reads the programs, wants the log directory to exist.
+    ensure_runtime_dir(project.runtime_dir)
     if list(args[:1]) in (["compose"], ["kubernetes"]):
         from . import model as export_model
 

@@ -3,7 +3,9 @@
 Fed in-process where supervisord logs each program's output (see ``capture``), so
 per-program log files, rotation and ``tail`` work as usual. Writing never blocks
 supervisord: the console gets its own non-blocking file description, and what the
-terminal cannot take yet waits, in order, in memory until the poller says it can.
+terminal cannot take yet waits, in order, in memory until the poller says it can, up to a
+limit: beyond it whole lines are dropped (the log files still get them) and one line says
+so once the console reads.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from dataclasses import dataclass, field
 
 # Partial lines (no newline yet) are shown after this long.
 PARTIAL_DELAY = 0.5
+#: A partial line longer than this is shown at once, so it cannot grow without end.
+MAX_PARTIAL = 64 * 1024
+#: Default for SUPERVISOR_CONSOLE_BUFFER: bytes waiting for the console, in all.
+DEFAULT_LIMIT = 16 * 1024 * 1024
 SUPERVISOR_NAME = "supervisor"
 COLORS = (36, 33, 32, 35, 34, 91, 96, 93, 92, 95, 94)
 RESET = b"\x1b[0m"
@@ -62,12 +68,16 @@ class Console:
     quiet: bool = False
     clock: Callable[[], float] = time.time
     width: int = len(SUPERVISOR_NAME)
+    limit: int = DEFAULT_LIMIT
     pending: bytearray = field(default_factory=bytearray)
     partials: dict[tuple[str, str], tuple[bytes, float]] = field(default_factory=dict)
     colors: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._socket: socket.socket | None = None
+        self.dropping = False
+        self.dropped_lines = 0
+        self.dropped_bytes = 0
         with contextlib.suppress(OSError):
             if stat.S_ISSOCK(os.fstat(self.fd).st_mode):
                 # A socket (systemd's journal) cannot be reopened like a pipe or a
@@ -96,6 +106,32 @@ class Console:
             return b"%s \x1b[%dm%s %s%s " % (stamp, code, label, mark, RESET)
         return b"%s %s %s " % (stamp, label, mark)
 
+    def _full(self) -> bool:
+        """Whether to drop output now; once the console has read half, say what was lost.
+
+        Half, not "below the limit": otherwise a console that reads a little at a
+        time would alternate between taking and dropping, one marker line each time.
+        """
+        if self.dropping:
+            if len(self.pending) > self.limit // 2:
+                return True
+            self.dropping = False
+            text = (
+                f"WARN console: dropped {self.dropped_lines} lines ({self.dropped_bytes} bytes) "
+                "of output it could not take in time; the log files have them"
+            )
+            self.pending += self._prefix(SUPERVISOR_NAME, b"|", self.clock()) + text.encode()
+            self.pending += b"\n"
+            self.dropped_lines = self.dropped_bytes = 0
+            return False
+        if len(self.pending) >= self.limit:
+            self.dropping = True
+        return self.dropping
+
+    def _drop(self, data: bytes) -> None:
+        self.dropped_lines += data.count(b"\n")
+        self.dropped_bytes += len(data)
+
     def output(self, name: str, channel: str, data: bytes) -> None:
         """Queue a program's output: whole lines now, a trailing partial line later."""
         if self.quiet or not data:
@@ -106,10 +142,16 @@ class Console:
         data = previous + data
         cut = data.rfind(b"\n")
         if cut == -1:
-            self.partials[key] = (data, since)
-            return
+            if len(data) < MAX_PARTIAL:
+                self.partials[key] = (data, since)
+                return
+            data += b"\n"
+            cut = len(data) - 1
         if cut + 1 < len(data):
             self.partials[key] = (data[cut + 1 :], now)
+        if self._full():
+            self._drop(data[: cut + 1])
+            return
         if name not in self.colors:
             self.add_names([name])
         head = self._prefix(name, b"|" if channel == "stdout" else b"!", now)
@@ -127,6 +169,9 @@ class Console:
         text = text.rstrip("\n")
         if level not in ("INFO", "DEBG", "TRAC", "BLAT"):
             text = f"{level} {text}"
+        if self._full():
+            self._drop(text.encode("utf-8", "replace") + b"\n")
+            return
         head = self._prefix(SUPERVISOR_NAME, b"|", self.clock())
         for line in text.split("\n"):
             self.pending += head + line.encode("utf-8", "replace") + b"\n"
@@ -161,6 +206,8 @@ class Console:
                 self.pending.clear()
                 return
             del self.pending[:written]
+            if self.dropping and len(self.pending) <= self.limit // 2:
+                self._full()  # the console reads again: add the marker line
 
     def drain(self, timeout: float = 5.0) -> None:
         """At exit: show everything left, waiting at most ``timeout`` for the console."""
@@ -247,8 +294,13 @@ def make_console(
     prefix: bool = True,
     quiet: bool = False,
     fd: int | None = None,
+    limit: int | None = None,
 ) -> Console:
-    """Build the console for this process's stdout."""
+    """Build the console for this process's stdout (``limit``: SUPERVISOR_CONSOLE_BUFFER)."""
+    if limit is None:
+        from .conf import conf
+
+        limit = conf.SUPERVISOR_CONSOLE_BUFFER
     fd = sys.stdout.fileno() if fd is None else fd
     color = use_color(fd, os.environ, no_color=no_color, force_color=force_color)
-    return Console(open_output(fd), color=color, prefix=prefix, quiet=quiet)
+    return Console(open_output(fd), color=color, prefix=prefix, quiet=quiet, limit=limit)

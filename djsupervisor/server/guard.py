@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+from . import reaper
+
 PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -40,22 +42,28 @@ class Watchdog:
     about each group as it is spawned and reaped; if our end of the pipe closes
     without a clean goodbye (we were SIGKILLed or crashed), it SIGKILLs the groups
     still listed, which reaches a program's own children too, on any POSIX system.
+    On Linux, given this supervisord's family ``marker``, it first kills every
+    descendant, however far it strayed from the tree (see ``reaper``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, marker: str | None = None) -> None:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover  (runs in the forked watchdog)
             os.close(write_fd)
-            self._serve(read_fd)
+            self._serve(read_fd, marker)
         os.close(read_fd)
         self.pid = pid
         self._fd: int | None = write_fd
 
     @staticmethod
-    def _serve(read_fd: int) -> None:  # pragma: no cover  (runs in the forked watchdog)
+    def _serve(read_fd: int, marker: str | None) -> None:  # pragma: no cover  (forked)
         try:
+            # Anything carrying the marker started after supervisord (our parent, now).
+            since = reaper.start_time(os.getppid())
             os.setsid()
+            # It is a fork of manage.py: tell it apart in ps and top.
+            reaper.set_process_name("djsupervisor-wd")
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
                 signal.signal(sig, signal.SIG_IGN)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -78,6 +86,9 @@ class Watchdog:
                     elif line[:1] == b"-":
                         groups.discard(int(line[1:]))
             if not clean:
+                if marker is not None:
+                    # Every descendant (setsid helpers, probes, orphans), frozen first.
+                    reaper.freeze_and_kill(marker, groups, since=since)
                 for pgid in groups:
                     with contextlib.suppress(OSError):
                         os.killpg(pgid, signal.SIGKILL)

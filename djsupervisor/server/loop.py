@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from supervisor import events
@@ -24,6 +25,7 @@ from supervisor.states import SupervisorStates
 from supervisor.supervisord import Supervisor
 
 from .. import signals
+from . import instance, reaper
 from .console import ConsoleDispatcher
 from .guard import Watchdog
 from .orchestrator import Orchestrator, _key
@@ -103,6 +105,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
     """supervisord with an event-driven loop, parallel stop and an orphan watchdog."""
 
     watchdog: Watchdog | None = None
+    family: reaper.Family | None = None
     stop_groups: list[Any] | None
 
     def __init__(self, options: Any) -> None:
@@ -129,6 +132,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             console.add_names(
                 [p.config.name for g in self.process_groups.values() for p in g.processes.values()]
             )
+        runtime_dir = getattr(self.options, "runtime_dir", None)
+        watch = instance.RuntimeDirWatch(self, Path(runtime_dir)) if runtime_dir else None
         poller = self.options.poller
         original_poll = poller.poll
         zero_timeouts = 0
@@ -138,6 +143,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             if console is not None:
                 console.flush_partials()
             self.orchestrator.tick()
+            if watch is not None:
+                watch.tick()
             wait = min(timeout, self.next_timeout())
             if self.orchestrator.opened:
                 # supervisord registered this round's descriptors before calling poll():
@@ -150,7 +157,9 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             return original_poll(max(wait, 0))
 
         poller.poll = poll
-        self.watchdog = Watchdog()
+        self.family = reaper.Family(self.options.logger.info)
+        self.family.enter()
+        self.watchdog = Watchdog(self.family.marker)
         self.options.watchdog = self.watchdog
         clean = False
         try:
@@ -168,6 +177,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             self.options.watchdog = None
             # After a crash the watchdog kills what is left, as if we had been SIGKILLed.
             self.watchdog.close(clean=clean)
+            self.family.leave()
             if console is not None:
                 socket_map.pop(console.fd, None)
                 # Output of the last moments (a traceback at exit) must still show.
@@ -192,6 +202,9 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         due = self.orchestrator.due()
         if due is not None:
             earliest = min(earliest, due)
+        due = self.family.due() if self.family is not None else None
+        if due is not None:
+            earliest = min(earliest, due)
         waiting = self.orchestrator.waiting
         # This runs on every loop round (every request): keep the steady state cheap.
         running = ProcessStates.RUNNING
@@ -211,6 +224,22 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             if delay:
                 earliest = min(earliest, dispatcher.last_writable_check + delay + 0.001)
         return earliest - now
+
+    def shutdown_report(self) -> list[Any]:
+        unstopped: list[Any] = super().shutdown_report()
+        if unstopped or self.family is None:
+            return unstopped
+        # The programs have stopped: now what they left behind (see reaper.Family).
+        spare = [self.watchdog.pid] if self.watchdog is not None else []
+        grace = max(
+            (
+                p.config.stopwaitsecs
+                for g in self.process_groups.values()
+                for p in g.processes.values()
+            ),
+            default=0,
+        )
+        return self.family.sweep(spare, grace)
 
     def ordered_stop_groups_phase_1(self) -> None:
         # Stop every group sharing the highest priority at once, not one at a time,
@@ -243,10 +272,12 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
                 # Killed by someone: the programs must not go unguarded.
                 self.options.logger.warn("the orphan watchdog died; starting a new one")
                 self.watchdog.close()  # its end of the pipe
-                self.watchdog = self.options.watchdog = Watchdog()
+                marker = self.family.marker if self.family is not None else None
+                self.watchdog = self.options.watchdog = Watchdog(marker)
                 for live in self.options.pidhistory:
                     self.watchdog.add(live)
             else:
-                self.options.logger.info(f"reaped unknown pid {pid}")
+                # An adopted orphan (we are a subreaper): expected, not news.
+                self.options.logger.debug(f"reaped unknown pid {pid}")
             if once:
                 return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import os
 import re
@@ -20,10 +19,11 @@ from supervisor.options import ServerOptions
 from supervisor.states import SupervisorStates
 
 from .. import config
-from ..config import programenv, rules
+from ..config import programenv, rules, rundir
 from ..errors import ConfigError, StartError
 from . import capture, guard, limits, rpc, spawn
 from .console import Console, ConsoleLogHandler
+from .logguard import LogGuard, guard_logger
 from .loop import ProjectSupervisor
 
 Loader = Callable[[], config.Merged]
@@ -85,8 +85,11 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         hangup_stops: bool = False,
         console: Console | None = None,
         project_dir: str | None = None,
+        runtime_dir: str | None = None,
+        log_guard: LogGuard | None = None,
     ) -> None:
         super().__init__()
+        self.runtime_dir = runtime_dir
         self._load = load
         self.project_dir = project_dir
         self.configfile = configfile
@@ -97,6 +100,8 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         self.ctl_credentials: dict[str, str] = {}
         self.supervisord_pid = os.getpid()
         self.supervisord_uid = os.getuid()
+        self.log_guard = log_guard or LogGuard()
+        self.log_guard.report = self._report_dropped_logs
 
     def read_config(self, fp: Any) -> Any:
         try:
@@ -133,10 +138,16 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
 
     def check_config(self) -> None:
         """Raise ``ConfigError`` unless the config sources, as they are now, are valid."""
-        limits.check_reload(build_options(self._load, self.configfile))
+        limits.check_reload(
+            build_options(self._load, self.configfile, runtime_dir=self.runtime_dir)
+        )
 
     def realize(self, *args: Any, **kwargs: Any) -> None:
         super().realize(*args, **kwargs)
+        try:
+            rundir.check_files(self, self.runtime_dir)
+        except ValueError as error:
+            self.usage(str(error))
         factories: list[Any] = self.rpcinterface_factories
         self.rpcinterface_factories = rpc.swap_factories(factories)
 
@@ -167,27 +178,38 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
 
     def make_logger(self) -> None:
         # supervisord opens its log file unchecked: a bad path would be a traceback.
+        if self.logfile != "syslog":
+            rundir.preopen("log file", self.logfile, self.runtime_dir)
         try:
             self._make_logger()
         except OSError as error:
             raise StartError(f"cannot open log file {self.logfile}: {error.strerror}") from None
+        guard_logger(self.logger, self.log_guard.meter("supervisord"))
+
+    def getLogger(self, *args: Any, **kwargs: Any) -> Any:
+        # Called by a process' dispatchers while it spawns: its log files get guarded.
+        name = self.spawning.config.name if self.spawning is not None else "supervisord"
+        return self.log_guard.logger(name, *args, **kwargs)
+
+    def _report_dropped_logs(self, text: str) -> None:
+        if getattr(self, "logger", None) is not None:
+            self.logger.warn(text)
 
     def check_pidfile(self) -> None:
         """Fail now, before any socket opens, if the pid file cannot be written later."""
-        existed = os.path.exists(self.pidfile)
-        try:
-            with open(self.pidfile, "a"):
-                pass
-        except OSError as error:
-            raise StartError(f"cannot write pid file {self.pidfile}: {error.strerror}") from None
+        existed = os.path.lexists(self.pidfile)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        os.close(rundir.open_guarded("pid file", self.pidfile, flags, self.runtime_dir, "write"))
         if not existed:
             os.unlink(self.pidfile)
 
     def write_pidfile(self) -> None:
         # supervisord only logs a failure and runs on, unfindable by its pid file.
         pid = os.getpid()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        fd = rundir.open_guarded("pid file", self.pidfile, flags, self.runtime_dir, "write")
         try:
-            with open(self.pidfile, "w") as stream:
+            with open(fd, "w") as stream:
                 stream.write(f"{pid}\n")
         except OSError as error:
             raise StartError(f"cannot write pid file {self.pidfile}: {error.strerror}") from None
@@ -200,7 +222,7 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
             return
         # supervisord's own messages go to the console (instead of its raw stdout
         # handler) and, as always, to its log file.
-        self.logger = loggers.getLogger(self.loglevel)
+        self.logger = self.log_guard.logger("supervisord", self.loglevel)
         handler = ConsoleLogHandler(self.console)
         handler.setLevel(self.loglevel)
         self.logger.addHandler(handler)
@@ -324,24 +346,6 @@ def process_state() -> Iterator[None]:
         asyncore.socket_map.clear()
 
 
-@contextlib.contextmanager
-def instance_lock(path: str, busy_message: str) -> Iterator[None]:
-    """Hold an exclusive lock for this project's supervisord, or refuse to start.
-
-    Checked before supervisord runs at all: its startup deletes AUTO child logs
-    before it notices another instance, which would break the running one's ``tail``.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StartError(busy_message) from None
-        yield
-    finally:
-        os.close(fd)
-
-
 def has_terminal() -> bool:
     """Tell whether this process has a controlling terminal."""
     try:
@@ -359,6 +363,7 @@ def run_rounds(
     hangup_stops: bool = False,
     console: Console | None = None,
     project_dir: str | None = None,
+    runtime_dir: str | None = None,
 ) -> str | None:
     """Run supervisord until it shuts down, re-reading the config on every restart.
 
@@ -367,6 +372,7 @@ def run_rounds(
     stopped on its own (an essential program gone), or ``None`` after a normal stop.
     """
     first = True
+    log_guard = LogGuard()
     while True:
         options = build_options(
             load,
@@ -374,6 +380,8 @@ def run_rounds(
             hangup_stops=hangup_stops and not daemonize,
             console=None if daemonize else console,
             project_dir=project_dir,
+            runtime_dir=runtime_dir,
+            log_guard=log_guard,
         )
         options.nodaemon = not daemonize
         options.first = first

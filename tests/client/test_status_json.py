@@ -64,6 +64,8 @@ def test_every_process(running: Project) -> None:
         "stdout_logfile",
         "stderr_logfile",
         "health",
+        "cpu_percent",
+        "rss",
     }
     assert (one["name"], one["group"], one["state"]) == ("one", "pair", "RUNNING")
     out, _, _ = running.manage("supervisor", "pid", "pair:one")

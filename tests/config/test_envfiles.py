@@ -48,6 +48,7 @@ def environments(opts: Options | None = None, **settings: Any) -> dict[str, dict
         merged = checks.validate(located, opts or Options())
         from djsupervisor.server import runtime
 
+        project.ensure_runtime_dir(located.runtime_dir)  # validate() creates nothing
         options = runtime.build_options(lambda: merged, str(located.config_file))
     return {
         process.name: process.environment

@@ -179,28 +179,30 @@ def test_ensure_runtime_dir_is_private(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    project.ensure_runtime_dir(path)  # ours, 0700: accepted as it is
     path.chmod(0o755)
-    project.ensure_runtime_dir(path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    # Never chmodded: a directory djsupervisor did not just create is refused instead.
+    with pytest.raises(ConfigError, match=r"found a directory owned by uid \d+.* with mode 0755"):
+        project.ensure_runtime_dir(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
 
 
 def test_ensure_runtime_dir_refuses_what_is_not_ours(tmp_path: Path) -> None:
     a_file = tmp_path / "file"
     a_file.write_text("")
-    with pytest.raises(
-        ConfigError, match=f"^cannot create runtime directory {re.escape(str(a_file))}: "
-    ):
+    unsafe = f"^runtime directory {re.escape(str(a_file))} is unsafe: found not a directory "
+    with pytest.raises(ConfigError, match=unsafe):
         project.ensure_runtime_dir(a_file)
     link = tmp_path / "link"
     link.symlink_to(tmp_path)
-    with pytest.raises(ConfigError, match=r"is not a directory; refusing to use it$"):
+    with pytest.raises(ConfigError, match=r"is unsafe: found a symlink owned by"):
         project.ensure_runtime_dir(link)
     if os.getuid() != 0:
         pytest.skip("giving a directory to another user needs root")
     theirs = tmp_path / "theirs"
     theirs.mkdir(mode=0o700)
     os.chown(theirs, pwd.getpwnam("nobody").pw_uid, -1)
-    with pytest.raises(ConfigError, match=r"is owned by uid \d+, not by you"):
+    with pytest.raises(ConfigError, match=r"found a directory owned by uid \d+ \(nobody\)"):
         project.ensure_runtime_dir(theirs)
 
 

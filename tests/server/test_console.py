@@ -696,6 +696,9 @@ def queued(fd: int) -> int:
 )
 def test_slow_console_blocks_neither_programs_nor_supervisord(project: Project, kind: str) -> None:
     count = 262144  # 20 MiB of 80-byte lines
+    # Within the console's buffer limit nothing is lost (beyond it, see test_hardening_disk).
+    with (project.path / "testproj/settings.py").open("a") as settings:
+        settings.write("SUPERVISOR_CONSOLE_BUFFER = 64 * 1024 * 1024\n")
     configure(
         project,
         {"flood": f"{script(project, 'flood', FLOOD)} {count}"},

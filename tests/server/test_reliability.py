@@ -355,8 +355,10 @@ def test_runtime_dir_owned_by_another_user_is_refused(setup: Setup) -> None:
     out, err, code = refused(setup)
     assert (out, code) == ("", 1)
     assert err == (
-        f"CommandError: runtime directory {runtime} is owned by uid {NOBODY}, not by you "
-        f"(uid {os.getuid()}); refusing to use it\n"
+        f"CommandError: runtime directory {runtime} is unsafe: found a directory owned by "
+        f"uid {NOBODY} (nobody) with mode 0700, expected a directory owned by uid {os.getuid()} "
+        "(root) with mode 0700; remove it, or set SUPERVISOR_RUNTIME_DIR to a directory of "
+        "yours with mode 0700\n"
     )
     assert runtime.stat().st_uid == NOBODY
     assert list(runtime.iterdir()) == []

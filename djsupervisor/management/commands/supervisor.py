@@ -159,6 +159,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--json", action="store_true", help="with status: print the processes as JSON"
         )
+        parser.add_argument(
+            "--stats", action="store_true", help="with status: add CPU % and resident memory"
+        )
 
     def handle(
         self,
@@ -179,6 +182,7 @@ class Command(BaseCommand):
         quiet: bool = False,
         env_file: Sequence[str] = (),
         json: bool = False,
+        stats: bool = False,
         **options: Any,
     ) -> None:
         if action and " " in action[0].strip():
@@ -186,6 +190,8 @@ class Command(BaseCommand):
             action = action[0].split() + action[1:]
         if json and action[:1] != ["status"]:
             raise CommandError("--json works with the status action only", returncode=2)
+        if stats and action[:1] != ["status"]:
+            raise CommandError("--stats works with the status action only", returncode=2)
         opts = config.Options(
             launch=tuple(launch),
             nolaunch=tuple(nolaunch),
@@ -240,7 +246,7 @@ class Command(BaseCommand):
 
                 export.run(project, opts, action[1:], stdout=self.stdout, stderr=self.stderr)
             else:
-                self.control(project, opts, action, as_json=json)
+                self.control(project, opts, action, as_json=json, stats=stats)
         except SupervisorError as error:
             raise CommandError(str(error), returncode=getattr(error, "returncode", 1)) from None
 
@@ -253,15 +259,16 @@ class Command(BaseCommand):
         console: Console | None = None,
     ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
-        from djsupervisor.server import runtime, succession
+        from djsupervisor.server import instance, runtime, succession
 
         def load() -> config.Merged:
             return merged_sections(project, opts)
 
         configfile = str(project.config_file)
         ensure_runtime_dir(project.runtime_dir)
-        lock = runtime.instance_lock(
-            str(project.lock_path),
+        lock = instance.instance_lock(
+            project.runtime_dir,
+            project.lock_path,
             f"supervisord is already running for this project ({project.socket_path}); "
             "see 'manage.py supervisor status', or stop it with 'manage.py supervisor shutdown'",
         )
@@ -280,6 +287,7 @@ class Command(BaseCommand):
                     hangup_stops=runtime.has_terminal(),
                     console=console,
                     project_dir=str(project.directory),
+                    runtime_dir=str(project.runtime_dir),
                 )
                 if reason:
                     raise CommandError(reason, returncode=1)
@@ -296,7 +304,13 @@ class Command(BaseCommand):
                 )
 
     def control(
-        self, project: Project, opts: config.Options, action: list[str], *, as_json: bool = False
+        self,
+        project: Project,
+        opts: config.Options,
+        action: list[str],
+        *,
+        as_json: bool = False,
+        stats: bool = False,
     ) -> None:
         """Run one supervisorctl action (or the shell) against the running supervisord."""
 
@@ -310,12 +324,13 @@ class Command(BaseCommand):
                 return default_channel(project)
 
         client = ctl.client_options(load, str(project.config_file))
-        if as_json:
+        if as_json or stats:
             from djsupervisor.client import status
             from djsupervisor.client.supervisor import Supervisor
 
             handle = Supervisor(*client.channel)
-            text, code = status.status_json(handle, action[1:])
+            show = status.status_json if as_json else status.status_table
+            text, code = show(handle, action[1:])
             self.stdout.write(text)
         elif action[0] not in OWN_ACTIONS and not ctl.is_action(client, action[0]):
             raise CommandError(
