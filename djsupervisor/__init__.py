@@ -16,13 +16,14 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .client.api import StartOptions, connect, get_merged_config, start
-    from .client.supervisor import ProcessInfo, State, Supervisor, UpdateResult
+    from .client.supervisor import ProcessInfo, Supervisor, UpdateResult
+    from .protocol import State
 
 # The Python API loads on first use: importing djsupervisor (which Django does for
 # INSTALLED_APPS) must stay cheap and must not touch settings.
 _LAZY = {
     "ProcessInfo": "client.supervisor",
-    "State": "client.supervisor",
+    "State": "protocol",
     "StartOptions": "client.api",
     "Supervisor": "client.supervisor",
     "UpdateResult": "client.supervisor",

@@ -30,6 +30,7 @@ from ..client import ctl
 from ..conf import conf
 from ..config.project import Project, env_file_paths, find_sources, merged_sections
 from ..errors import ConfigError
+from ..protocol import GROUP_NAME_ENV, PROCESS_NAME_ENV
 
 #: The watcher's own program: never a target, whatever its options say.
 PROGRAM = "autoreload"
@@ -500,7 +501,7 @@ class Watcher:
             self.write(f"config not applied: {fault.faultString}")
             return set()
         # Stopping our own group would kill this call half-way: leave it to the user.
-        own = {os.environ.get("SUPERVISOR_GROUP_NAME", PROGRAM), PROGRAM}
+        own = {os.environ.get(GROUP_NAME_ENV, PROGRAM), PROGRAM}
         for group in sorted((set(changed) | set(removed)) & own):
             self.write(f"{group}: config changed; apply it with 'manage.py supervisor update'")
         stale = [g for g in [*removed, *changed] if g not in own]
@@ -644,7 +645,7 @@ def watch(project: Project, options: config.Options, *, stdout: Any) -> None:
     _load_urlconf()
     reloader = make_reloader(selector, write)
     reloader.extra_files.update(sources)
-    own = os.environ.get("SUPERVISOR_PROCESS_NAME")
+    own = os.environ.get(PROCESS_NAME_ENV)
     watcher = Watcher(
         load=load,
         channel=Channel(*client.channel),

@@ -14,6 +14,7 @@ from typing import Literal, TypedDict
 from .. import checks, config
 from ..config.project import Project, assemble, ensure_runtime_dir, locate, merged_sections
 from ..errors import StartError, SupervisorError
+from ..protocol import PARENT_PID_ENV
 from . import ctl
 from .supervisor import ProcessInfo, Supervisor, UpdateResult
 
@@ -28,7 +29,6 @@ __all__ = [
 ]
 
 #: Environment variable telling ``python -m djsupervisor`` to stop when its parent dies.
-PARENT_PID_ENV = "DJSUPERVISOR_PARENT_PID"
 CONSOLE_LOG = "console.log"
 
 

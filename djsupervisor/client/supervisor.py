@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast
 
 from ..errors import (
     AlreadyStarted,
@@ -26,24 +26,21 @@ from ..errors import (
     StartError,
     SupervisorError,
 )
-from ..server.orchestrator import NEVER_STARTS
+from ..protocol import (
+    ALREADY_STARTED,
+    BAD_NAME,
+    CANT_REREAD,
+    HEALTH_KEY,
+    NEVER_STARTS,
+    NOT_RUNNING,
+    SHUTDOWN_STATE,
+    STARTING_STATES,
+    STATES,
+    SUCCESS,
+    State,
+)
 from . import ctl
 
-State = Literal[
-    "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN"
-]
-STATES: frozenset[str] = frozenset(get_args(State))
-#: States of a process on its way up (BACKOFF: between two tries).
-STARTING_STATES = frozenset({"STARTING", "BACKOFF"})
-#: How the orchestrator describes a program whose dependencies can never be met.
-
-# supervisor.xmlrpc.Faults, by value.
-BAD_NAME = 10
-SHUTDOWN_STATE = 6
-ALREADY_STARTED = 60
-NOT_RUNNING = 70
-SUCCESS = 80
-CANT_REREAD = 92
 _FAULT_HINTS = {
     "SPAWN_ERROR": "failed to start (see its status and log)",
     "ABNORMAL_TERMINATION": "exited before it was running (see its log)",
@@ -93,7 +90,7 @@ class ProcessInfo:
             description=str(info["description"]),
             stdout_logfile=Path(info["stdout_logfile"]) if info["stdout_logfile"] else None,
             stderr_logfile=Path(info["stderr_logfile"]) if info["stderr_logfile"] else None,
-            health=str(info["health"]) if info.get("health") else None,
+            health=str(info[HEALTH_KEY]) if info.get(HEALTH_KEY) else None,
         )
 
 
