@@ -15,7 +15,7 @@ from .. import checks, config
 from ..config.project import Project, assemble, ensure_runtime_dir, locate, merged_sections
 from ..errors import StartError, SupervisorError
 from ..protocol import PARENT_PID_ENV
-from . import ctl
+from .channel import address
 from .supervisor import ProcessInfo, Supervisor, UpdateResult
 
 __all__ = [
@@ -81,7 +81,7 @@ def _channel(project: Project, opts: config.Options) -> tuple[str, str | None, s
     def load() -> config.Merged:
         return merged_sections(project, opts)
 
-    return ctl.client_options(load, str(project.config_file)).channel
+    return address(load, str(project.config_file))
 
 
 def get_merged_config(
