@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 # What only one path needs (the server, export, JSON status, the watcher) is imported
 # there: every action pays for this module's imports before it starts.
-from djsupervisor import checks, config
+from djsupervisor import checks, cli, config
 from djsupervisor.client import ctl
 from djsupervisor.config.project import (
     Project,
@@ -28,44 +27,6 @@ if TYPE_CHECKING:
 
 #: Actions djsupervisor handles itself; every other one goes to supervisorctl.
 OWN_ACTIONS = ("getconfig", "shell")
-
-
-def hoist_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
-    """Move our own options that follow the action in front of it.
-
-    Everything from the action on is kept for supervisorctl (``tail -f web``), but
-    ``manage.py supervisor status --project-dir=X`` should work as well.
-    """
-    argv = list(argv)
-    known = parser._option_string_actions
-    start = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
-    # A value-taking option right before the first bare word owns that word.
-    while start < len(argv) and start > 0:
-        before = known.get(argv[start - 1])
-        if before is None or before.nargs == 0:
-            break
-        start = next(
-            (i for i in range(start + 1, len(argv)) if not argv[i].startswith("-")), len(argv)
-        )
-    head, tail, rest = argv[:start], [], argv[start:]
-    i = 0
-    while i < len(rest):
-        arg = rest[i]
-        action = known.get(arg.split("=", 1)[0]) if i > 0 else None
-        # A short option with its value attached: -xweb.
-        attached = i > 0 and action is None and arg[:1] == "-" and arg[1:2] not in ("", "-")
-        if attached:
-            action = known.get(arg[:2])
-            if action is None or action.nargs == 0:
-                action = None
-        if action is None:
-            tail.append(arg)
-            i += 1
-            continue
-        takes_value = action.nargs != 0 and "=" not in arg and not attached
-        head.extend(rest[i : i + 1 + takes_value])
-        i += 1 + takes_value
-    return head + tail
 
 
 def validate(project: Project, opts: config.Options, *, supervisord: bool = True) -> config.Merged:
@@ -112,7 +73,7 @@ class Command(BaseCommand):
 
         def parse_hoisted(args: Sequence[str] | None = None, namespace: Any = None) -> Any:
             argv = sys.argv[2:] if args is None else args
-            return parse_args(hoist_options(parser, argv), namespace)
+            return parse_args(cli.hoist_options(parser, argv), namespace)
 
         parser.parse_args = parse_hoisted  # type: ignore[method-assign,assignment]
         return parser
@@ -186,17 +147,16 @@ class Command(BaseCommand):
             action = action[0].split() + action[1:]
         if json and action[:1] != ["status"]:
             raise CommandError("--json works with the status action only", returncode=2)
-        opts = config.Options(
-            launch=tuple(launch),
-            nolaunch=tuple(nolaunch),
-            exclude=tuple(exclude),
-            include=tuple(include),
-            autoreload=tuple(autoreload),
+        opts = cli.run_options(
+            launch=launch,
+            nolaunch=nolaunch,
+            exclude=exclude,
+            include=include,
+            autoreload=autoreload,
             noreload=noreload,
             pidfile=pidfile,
             logfile=logfile,
-            # Absolute: supervisord re-reads them on reload, from wherever it runs.
-            env_files=tuple(str(Path(path).absolute()) for path in env_file),
+            env_file=env_file,
         )
         try:
             project = locate(project_dir, config_file)
