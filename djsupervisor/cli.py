@@ -9,8 +9,9 @@ starts. A new option is added to ``config.Options``, ``run_options`` and ``argv`
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import config
 
@@ -113,3 +114,63 @@ def hoist_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[
         head.extend(rest[i : i + 1 + takes_value])
         i += 1 + takes_value
     return head + tail
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's own options to ``parser`` (Django adds its common ones)."""
+    parser.add_argument("action", nargs=argparse.REMAINDER, help="supervisorctl action")
+    parser.add_argument("--project-dir", help="the project directory (default: found)")
+    parser.add_argument(
+        "--config-file", help="the project config file (default: PROJECT_DIR/supervisord.conf)"
+    )
+    for short, long, help_text in (
+        ("-l", "--launch", "start PROG at startup (autostart=true)"),
+        ("-n", "--nolaunch", "do not start PROG at startup (autostart=false)"),
+        ("-x", "--exclude", "leave PROG out of the config"),
+        ("-i", "--include", "bring back a PROG excluded in the config"),
+        ("-r", "--autoreload", "restart only PROG on code changes"),
+    ):
+        parser.add_argument(
+            short, long, action="append", default=[], metavar="PROG", help=help_text
+        )
+    parser.add_argument("--noreload", action="store_true", help="disable autoreload")
+    parser.add_argument(
+        "-d", "--daemonize", action="store_true", help="run supervisord in the background"
+    )
+    parser.add_argument(
+        "--raw",
+        "--no-prefix",
+        dest="raw",
+        action="store_true",
+        help="show program output without the time and name prefix",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="show supervisord's messages only"
+    )
+    parser.add_argument("--pidfile", help="supervisord's pid file")
+    parser.add_argument("--logfile", help="supervisord's log file")
+    parser.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a dotenv file whose variables every program gets; repeatable",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="with status: print the processes as JSON"
+    )
+
+
+def options_from(parsed: Mapping[str, Any]) -> config.Options:
+    """The run options from the command's parsed options (``handle()``'s keywords)."""
+    return run_options(
+        launch=parsed["launch"],
+        nolaunch=parsed["nolaunch"],
+        exclude=parsed["exclude"],
+        include=parsed["include"],
+        autoreload=parsed["autoreload"],
+        noreload=parsed["noreload"],
+        pidfile=parsed["pidfile"],
+        logfile=parsed["logfile"],
+        env_file=parsed["env_file"],
+    )

@@ -54,17 +54,7 @@ def test_a_command_line_built_from_options_parses_back_to_them(tmp_path: Path) -
     )
     parsed = Command().create_parser("manage.py", "supervisor").parse_args(cli.command_line(opts))
 
-    again = cli.run_options(
-        launch=parsed.launch,
-        nolaunch=parsed.nolaunch,
-        exclude=parsed.exclude,
-        include=parsed.include,
-        autoreload=parsed.autoreload,
-        noreload=parsed.noreload,
-        pidfile=parsed.pidfile,
-        logfile=parsed.logfile,
-        env_file=parsed.env_file,
-    )
+    again = cli.options_from(vars(parsed))
     assert again == opts
     assert opts.env_files == (str(tmp_path / ".env"), str(Path("relative.env").absolute()))
     assert cli.command_line(config.Options()) == []
