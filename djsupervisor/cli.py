@@ -49,9 +49,11 @@ def run_options(
     env_file: Sequence[str | Path] = (),
 ) -> config.Options:
     """The run options from the command's option values (or ``start()``'s arguments)."""
-    for names in (launch, nolaunch, exclude, include, autoreload, env_file):
-        if isinstance(names, (str, Path)):
-            raise TypeError(f"expected a sequence, got {names!r}")
+    for names in (launch, nolaunch, exclude, include, autoreload):
+        if isinstance(names, str):
+            raise TypeError(f"expected a sequence of program names, got the string {names!r}")
+    if isinstance(env_file, (str, Path)):
+        raise TypeError(f"expected a sequence of paths, got {env_file!r}")
     return config.Options(
         launch=tuple(launch),
         nolaunch=tuple(nolaunch),

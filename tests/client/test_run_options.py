@@ -61,8 +61,10 @@ def test_a_command_line_built_from_options_parses_back_to_them(tmp_path: Path) -
 
 
 def test_a_string_where_names_are_expected_is_refused() -> None:
-    with pytest.raises(TypeError, match="expected a sequence, got 'web'"):
-        cli.run_options(autoreload="web")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sequence of program names, got the string 'web'"):
+        cli.run_options(autoreload="web")
+    with pytest.raises(TypeError, match="expected a sequence of paths, got 'dotenv'"):
+        cli.run_options(env_file="dotenv")
 
 
 CONF = """
