@@ -15,6 +15,8 @@ OWN_ACTIONS = ("getconfig", "shell")
 
 
 class UnknownAction(SupervisorError):
+    """Neither supervisorctl nor djsupervisor knows the action (exit status 2, a usage error)."""
+
     returncode = 2
 
 
