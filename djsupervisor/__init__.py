@@ -1,4 +1,23 @@
-"""djsupervisor: run and control all of a Django project's processes with supervisord."""
+"""djsupervisor: run and control all of a Django project's processes with supervisord.
+
+How it fits together (and in which process each part runs):
+
+- ``config/``: find, render, merge and check the configuration; text in, text out.
+  Runs in every process, imports neither ``server`` nor ``client``.
+- ``server/``: runs only inside supervisord's process (``manage.py supervisor`` or
+  ``python -m djsupervisor``): the in-process supervisord, loop, orchestrator, health
+  checks, console, spawning, watchdog.
+- ``client/``: runs in any process that talks to a running supervisord (control
+  actions, the Python API): the control channel, supervisorctl, the typed client.
+  Never imports ``server``.
+- ``autoreload/``: the code watcher, run as the ``autoreload`` program; a client.
+- ``export/``: the configuration for production hosts (systemd, Procfile, Compose,
+  Kubernetes); runs in the ``manage.py`` process, starts nothing.
+- ``protocol``: what server and client both say (states, faults, keys, env names).
+- ``cli``: the command line and the run options, both ways.
+- ``conf``, ``checks``, ``signals``, ``testing``, ``errors``: settings, system checks,
+  Django signals sent inside supervisord, the pytest plugin, the exceptions.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +35,14 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .client.api import StartOptions, connect, get_merged_config, start
-    from .client.supervisor import ProcessInfo, State, Supervisor, UpdateResult
+    from .client.supervisor import ProcessInfo, Supervisor, UpdateResult
+    from .protocol import State
 
 # The Python API loads on first use: importing djsupervisor (which Django does for
 # INSTALLED_APPS) must stay cheap and must not touch settings.
 _LAZY = {
     "ProcessInfo": "client.supervisor",
-    "State": "client.supervisor",
+    "State": "protocol",
     "StartOptions": "client.api",
     "Supervisor": "client.supervisor",
     "UpdateResult": "client.supervisor",

@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .client.api import PARENT_PID_ENV
+from .protocol import PARENT_PID_ENV
 from .server.guard import signal_on_parent_death
 
 

@@ -32,10 +32,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from .client.api import connect_here
+from .client.stats import human_bytes
 from .client.supervisor import ProcessInfo, Supervisor
 from .errors import ConfigError, NoSuchProcess, NotRunning, SupervisorError
 from .models import Programs
-from .client.stats import human_bytes
 
 VIEW = "djsupervisor.view_programs"
 CONTROL = "djsupervisor.control_programs"

@@ -120,10 +120,12 @@ def validate(project: Project, opts: config.Options, *, supervisord: bool = True
     Raises a ``ConfigError`` subclass per kind of problem (see ``ERROR_IDS``). Without
     ``supervisord``, the last step is left to the caller, which is about to run it anyway.
     """
+    from .conf import conf
     from .config import rules, rundir
     from .config.project import merged_sections
     from .server import runtime
 
+    conf.validate()  # every setting's type, also those this run would read only later
     merged = merged_sections(project, opts)
     rules.parse_rules(merged)
     _check_group_members(merged)
@@ -186,12 +188,9 @@ def check_config(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     if _validated.get():
         return []
     from . import config
-    from .conf import conf
     from .config.project import locate
 
     try:
-        conf.SUPERVISOR_CELERY_APP  # noqa: B018  (read only to check its type)
-        conf.SUPERVISOR_CONSOLE_BUFFER  # noqa: B018  (read only to check it)
         project = locate()
         merged = validate(project, config.Options())
     except SupervisorError as error:

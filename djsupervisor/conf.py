@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ def _names(name: str, value: Any) -> list[str]:
     return list(value)
 
 
+def _path(name: str, value: Any) -> Path | None:
+    """A path (``str`` or ``os.PathLike``) or None, or a one-line error naming the setting."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise SettingError(f"{name} must be a path, got {value!r}")
+    return Path(value)
+
+
 class Settings:
     """One typed property per ``SUPERVISOR_*`` setting."""
 
@@ -30,26 +40,27 @@ class Settings:
     @property
     def SUPERVISOR_CONFIG_FILE(self) -> str | None:
         """The project config file, relative to the project directory."""
-        value = self._get("SUPERVISOR_CONFIG_FILE", None)
-        return None if value is None else str(value)
+        path = _path("SUPERVISOR_CONFIG_FILE", self._get("SUPERVISOR_CONFIG_FILE", None))
+        return None if path is None else str(path)
 
     @property
     def SUPERVISOR_PROJECT_DIR(self) -> Path | None:
-        value = self._get("SUPERVISOR_PROJECT_DIR", None)
-        return None if value is None else Path(value)
+        return _path("SUPERVISOR_PROJECT_DIR", self._get("SUPERVISOR_PROJECT_DIR", None))
 
     @property
     def SUPERVISOR_RUNTIME_DIR(self) -> Path | None:
-        value = self._get("SUPERVISOR_RUNTIME_DIR", None)
-        return None if value is None else Path(value)
+        return _path("SUPERVISOR_RUNTIME_DIR", self._get("SUPERVISOR_RUNTIME_DIR", None))
 
     @property
     def SUPERVISOR_AUTORELOAD_PATTERNS(self) -> list[str]:
-        return list(self._get("SUPERVISOR_AUTORELOAD_PATTERNS", ["*.py"]))
+        # A string would pass list() as one pattern per character: refused instead.
+        value = self._get("SUPERVISOR_AUTORELOAD_PATTERNS", ["*.py"])
+        return _names("SUPERVISOR_AUTORELOAD_PATTERNS", value)
 
     @property
     def SUPERVISOR_AUTORELOAD_IGNORE_PATTERNS(self) -> list[str]:
-        return list(self._get("SUPERVISOR_AUTORELOAD_IGNORE_PATTERNS", [".*", "#*", "*~"]))
+        value = self._get("SUPERVISOR_AUTORELOAD_IGNORE_PATTERNS", [".*", "#*", "*~"])
+        return _names("SUPERVISOR_AUTORELOAD_IGNORE_PATTERNS", value)
 
     @property
     def SUPERVISOR_CONTRIB(self) -> bool | list[str]:
@@ -90,6 +101,12 @@ class Settings:
                 f"got {value!r}"
             )
         return value
+
+    def validate(self) -> None:
+        """Read every setting once: raise ``SettingError`` naming the first of a wrong type."""
+        for name in dir(type(self)):
+            if name.startswith("SUPERVISOR_"):
+                getattr(self, name)
 
 
 conf = Settings()

@@ -26,10 +26,11 @@ from typing import Any
 from django.utils import autoreload as django_autoreload
 
 from .. import config
-from ..client import ctl
+from ..client.channel import Channel, client_options
 from ..conf import conf
 from ..config.project import Project, env_file_paths, find_sources, merged_sections
 from ..errors import ConfigError
+from ..protocol import GROUP_NAME_ENV, PROCESS_NAME_ENV
 
 #: The watcher's own program: never a target, whatever its options say.
 PROGRAM = "autoreload"
@@ -347,28 +348,6 @@ def make_reloader(
     return reloader
 
 
-class Channel:
-    """supervisord's XML-RPC interface: a fresh proxy per call, closed after it."""
-
-    def __init__(self, serverurl: str, username: str | None, password: str | None) -> None:
-        self.args = (serverurl, username, password)
-
-    def _call(self, method: str, *params: Any) -> Any:
-        proxy = ctl.server_proxy(*self.args)
-        try:
-            return getattr(proxy, method)(*params)
-        finally:
-            proxy("close")()
-
-    def __call__(self, method: str, *params: Any) -> Any:
-        return self._call(f"supervisor.{method}", *params)
-
-    def multicall(self, calls: Iterable[tuple[str, Sequence[Any]]]) -> list[Any]:
-        """Run calls in one request; a failed one gives a ``{"faultString": ...}`` dict."""
-        batch = [{"methodName": f"supervisor.{m}", "params": list(p)} for m, p in calls]
-        return list(self._call("system.multicall", batch)) if batch else []
-
-
 def _display(name: str) -> str:
     """``web`` for ``web:web`` (a program in its own group), else the full name."""
     group, _, process = name.partition(":")
@@ -500,7 +479,7 @@ class Watcher:
             self.write(f"config not applied: {fault.faultString}")
             return set()
         # Stopping our own group would kill this call half-way: leave it to the user.
-        own = {os.environ.get("SUPERVISOR_GROUP_NAME", PROGRAM), PROGRAM}
+        own = {os.environ.get(GROUP_NAME_ENV, PROGRAM), PROGRAM}
         for group in sorted((set(changed) | set(removed)) & own):
             self.write(f"{group}: config changed; apply it with 'manage.py supervisor update'")
         stale = [g for g in [*removed, *changed] if g not in own]
@@ -632,7 +611,7 @@ def watch(project: Project, options: config.Options, *, stdout: Any) -> None:
         stdout.flush()
 
     load()  # a bad --autoreload name or config fails here, before watching
-    client = ctl.client_options(load, str(project.config_file))
+    client = client_options(load, str(project.config_file))
     sources = {s.path.resolve() for s in find_sources(project)} | {project.config_file}
     sources |= {path.resolve() for path in env_file_paths(project, options)}
     selector = Selector(
@@ -644,7 +623,7 @@ def watch(project: Project, options: config.Options, *, stdout: Any) -> None:
     _load_urlconf()
     reloader = make_reloader(selector, write)
     reloader.extra_files.update(sources)
-    own = os.environ.get("SUPERVISOR_PROCESS_NAME")
+    own = os.environ.get(PROCESS_NAME_ENV)
     watcher = Watcher(
         load=load,
         channel=Channel(*client.channel),

@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, TypedDict
 
-from .. import checks, config
+from .. import checks, cli, config
 from ..config import rundir
 from ..config.project import Project, assemble, ensure_runtime_dir, locate, merged_sections
 from ..errors import StartError, SupervisorError
-from . import ctl
+from ..protocol import PARENT_PID_ENV
+from .channel import address
 from .supervisor import ProcessInfo, Supervisor, UpdateResult
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 #: Environment variable telling ``python -m djsupervisor`` to stop when its parent dies.
-PARENT_PID_ENV = "DJSUPERVISOR_PARENT_PID"
 CONSOLE_LOG = "console.log"
 
 
@@ -42,7 +42,10 @@ class StartOptions(TypedDict, total=False):
     nolaunch: Sequence[str]
     exclude: Sequence[str]
     include: Sequence[str]
-    autoreload: bool
+    autoreload: bool | Sequence[str]
+    pidfile: str | Path | None
+    logfile: str | Path | None
+    env_file: Sequence[str | Path]
     wait: bool | Literal["healthy"]
     timeout: float
 
@@ -62,17 +65,23 @@ def _options(
     nolaunch: Sequence[str],
     exclude: Sequence[str],
     include: Sequence[str],
-    autoreload: bool,
+    autoreload: bool | Sequence[str],
+    pidfile: str | Path | None = None,
+    logfile: str | Path | None = None,
+    env_file: Sequence[str | Path] = (),
 ) -> config.Options:
-    for names in (launch, nolaunch, exclude, include):
-        if isinstance(names, str):
-            raise TypeError(f"expected a sequence of program names, got the string {names!r}")
-    return config.Options(
-        launch=tuple(launch),
-        nolaunch=tuple(nolaunch),
-        exclude=tuple(exclude),
-        include=tuple(include),
-        noreload=not autoreload,
+    """The run options, as the command builds them (``autoreload=False``: ``--noreload``)."""
+    names = () if isinstance(autoreload, bool) else autoreload
+    return cli.run_options(
+        launch=launch,
+        nolaunch=nolaunch,
+        exclude=exclude,
+        include=include,
+        autoreload=names,
+        noreload=autoreload is False,
+        pidfile=pidfile,
+        logfile=logfile,
+        env_file=env_file,
     )
 
 
@@ -82,7 +91,7 @@ def _channel(project: Project, opts: config.Options) -> tuple[str, str | None, s
     def load() -> config.Merged:
         return merged_sections(project, opts)
 
-    return ctl.client_options(load, str(project.config_file)).channel
+    return address(load, str(project.config_file))
 
 
 def get_merged_config(
@@ -93,12 +102,15 @@ def get_merged_config(
     nolaunch: Sequence[str] = (),
     exclude: Sequence[str] = (),
     include: Sequence[str] = (),
-    autoreload: bool = False,
+    autoreload: bool | Sequence[str] = False,
+    pidfile: str | Path | None = None,
+    logfile: str | Path | None = None,
+    env_file: Sequence[str | Path] = (),
 ) -> str:
     """Return the merged configuration text supervisord would get (``getconfig``)."""
     _setup_django()
     project = locate(project_dir, config_file)
-    opts = _options(launch, nolaunch, exclude, include, autoreload)
+    opts = _options(launch, nolaunch, exclude, include, autoreload, pidfile, logfile, env_file)
     return assemble(project, opts)
 
 
@@ -144,15 +156,7 @@ def _command(project: Project, config_file: str | Path | None, opts: config.Opti
     args = [sys.executable, "-m", "djsupervisor", "--quiet", f"--project-dir={project.directory}"]
     if config_file is not None:
         args.append(f"--config-file={project.config_file}")
-    for flag, names in (
-        ("--launch", opts.launch),
-        ("--nolaunch", opts.nolaunch),
-        ("--exclude", opts.exclude),
-        ("--include", opts.include),
-    ):
-        args.extend(f"{flag}={name}" for name in names)
-    if opts.noreload:
-        args.append("--noreload")
+    args.extend(cli.command_line(opts))
     return args
 
 
@@ -178,7 +182,10 @@ def start(
     nolaunch: Sequence[str] = (),
     exclude: Sequence[str] = (),
     include: Sequence[str] = (),
-    autoreload: bool = False,
+    autoreload: bool | Sequence[str] = False,
+    pidfile: str | Path | None = None,
+    logfile: str | Path | None = None,
+    env_file: Sequence[str | Path] = (),
     wait: bool | Literal["healthy"] = True,
     timeout: float = 30.0,
 ) -> Supervisor:
@@ -194,7 +201,7 @@ def start(
     """
     _setup_django()
     project = locate(project_dir, config_file)
-    opts = _options(launch, nolaunch, exclude, include, autoreload)
+    opts = _options(launch, nolaunch, exclude, include, autoreload, pidfile, logfile, env_file)
     # Every configuration problem is a ConfigError, found here as 'manage.py check'
     # finds it, not a StartError after the child has failed on it.
     checks.validate(project, opts)

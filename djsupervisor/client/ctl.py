@@ -3,115 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import sys
 import xmlrpc.client
-from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any, NoReturn
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
 
 from supervisor import supervisorctl
 from supervisor.options import ClientOptions
 from supervisor.supervisorctl import Controller
-from supervisor.xmlrpc import Faults, SupervisorTransport
 
-from .. import config
-from ..errors import ConfigError, NotRunning
+from ..protocol import CANT_REREAD
+from .channel import ProjectClientOptions
 
-Loader = Callable[[], config.Merged]
-
-
-class ProjectClientOptions(ClientOptions):  # type: ignore[misc]
-    """supervisorctl's options, read from the merged config instead of a file."""
-
-    def __init__(self, load: Loader, configfile: str) -> None:
-        super().__init__()
-        self._load = load
-        self.configfile = configfile
-        self._proxies: list[Any] = []
-
-    def getServerProxy(self) -> Any:
-        # supervisorctl makes a proxy per call and never closes its connection: keep
-        # them, so that an in-process caller (call_command) leaks no sockets.
-        proxy = super().getServerProxy()
-        self._proxies.append(proxy)
-        return proxy
-
-    @property
-    def channel(self) -> tuple[str, str | None, str | None]:
-        """``(serverurl, username, password)``, as ``ping`` and ``Supervisor`` take them."""
-        return self.serverurl, self.username, self.password
-
-    def close_proxies(self) -> None:
-        for proxy in self._proxies:
-            proxy("close")()
-        self._proxies.clear()
-
-    def read_config(self, fp: Any) -> Any:
-        try:
-            text = config.serialize(self._load().sections)
-        except ConfigError as error:
-            raise ValueError(str(error)) from None
-        stream = io.StringIO(text)
-        stream.name = self.configfile
-        return super().read_config(stream)
-
-    def usage(self, msg: str) -> NoReturn:
-        raise ConfigError(str(msg).splitlines()[0] if msg else "invalid supervisorctl options")
-
-
-def client_options(load: Loader, configfile: str, args: Sequence[str] = ()) -> ProjectClientOptions:
-    """Build realized supervisorctl options for ``args`` (an action and its arguments)."""
-    options = ProjectClientOptions(load, configfile)
-    options.realize(args=list(args))
-    return options
-
-
-def server_proxy(serverurl: str, username: str | None, password: str | None) -> Any:
-    """Return a fresh XML-RPC proxy (a failed transport stays broken, so never reuse one)."""
-    transport = SupervisorTransport(username, password, serverurl)
-    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-
-
-def describe_channel(serverurl: str) -> str:
-    if serverurl.startswith("unix://"):
-        return f"control socket {serverurl[len('unix://') :]}"
-    return f"control URL {serverurl}"
-
-
-def ping(serverurl: str, username: str | None, password: str | None) -> None:
-    """Raise ``NotRunning`` unless supervisord answers on ``serverurl``."""
-    where = describe_channel(serverurl)
-    try:
-        with server_proxy(serverurl, username, password) as proxy:  # closes the connection
-            proxy.supervisor.getState()
-    except xmlrpc.client.Fault as error:
-        if error.faultCode != Faults.SHUTDOWN_STATE:
-            raise
-        # Stopping slow programs can take many seconds: say so, not a traceback.
-        raise NotRunning("supervisord is shutting down") from None
-    except xmlrpc.client.ProtocolError as error:
-        if error.errcode == 401:
-            raise NotRunning(
-                f"supervisord at {where} refused our credentials (was SECRET_KEY changed "
-                "since it started?)"
-            ) from None
-        raise NotRunning(f"supervisord at {where} answered HTTP {error.errcode}") from None
-    except OSError as error:
-        code = getattr(error, "errno", None)
-        missing = code in (errno.ENOENT, errno.ECONNREFUSED, errno.ECONNRESET)
-        reason = "is not running" if missing else f"cannot be reached ({error})"
-        raise NotRunning(
-            f"supervisord {reason} ({where}); start it with 'manage.py supervisor'"
-        ) from None
-
-
-def is_up(serverurl: str, username: str | None, password: str | None) -> bool:
-    try:
-        ping(serverurl, username, password)
-    except NotRunning:
-        return False
-    return True
+# Where callers found them before the channel had a module of its own.
+from .channel import client_options as client_options
+from .channel import describe_channel as describe_channel
+from .channel import is_up as is_up
+from .channel import ping as ping
+from .channel import server_proxy as server_proxy
 
 
 class _Writer(io.TextIOBase):
@@ -175,7 +85,7 @@ class ProjectController(Controller):  # type: ignore[misc]
         try:
             getattr(plugin, f"do_{action}")(arg)
         except xmlrpc.client.Fault as fault:
-            if fault.faultCode != Faults.CANT_REREAD:
+            if fault.faultCode != CANT_REREAD:
                 raise
             self.output(f"ERROR: {fault.faultString}")
             self.exitstatus = supervisorctl.LSBInitExitStatuses.GENERIC

@@ -9,12 +9,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..protocol import RUNNING_STATES
 from .supervisor import ProcessInfo, Supervisor
 
 #: supervisorctl's ``status`` exit code when a selected process is not running (LSB).
 NOT_RUNNING = 3
-#: States supervisorctl counts as running (supervisor.states.RUNNING_STATES).
-RUNNING_STATES = frozenset({"RUNNING", "BACKOFF", "STARTING"})
 
 
 def _plain(value: Any) -> Any:

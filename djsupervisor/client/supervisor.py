@@ -5,54 +5,33 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import errno
-import http.client
 import os
 import signal as signals
 import subprocess
 import time
-import xmlrpc.client
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, cast, get_args
+from typing import Any, cast
 
 from ..errors import (
-    AlreadyStarted,
-    ConfigError,
     NoSuchProcess,
     NotRunning,
     NotRunningProcess,
     StartError,
     SupervisorError,
 )
-from ..server.orchestrator import NEVER_STARTS
-from . import ctl
+from ..protocol import (
+    HEALTH_KEY,
+    NEVER_STARTS,
+    STARTING_STATES,
+    STATES,
+    SUCCESS,
+    State,
+)
+from .channel import Channel, fault_error
 
-State = Literal[
-    "STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN"
-]
-STATES: frozenset[str] = frozenset(get_args(State))
-#: States of a process on its way up (BACKOFF: between two tries).
-STARTING_STATES = frozenset({"STARTING", "BACKOFF"})
-#: How the orchestrator describes a program whose dependencies can never be met.
-
-# supervisor.xmlrpc.Faults, by value.
-BAD_NAME = 10
-SHUTDOWN_STATE = 6
-ALREADY_STARTED = 60
-NOT_RUNNING = 70
-SUCCESS = 80
-CANT_REREAD = 92
-_FAULT_HINTS = {
-    "SPAWN_ERROR": "failed to start (see its status and log)",
-    "ABNORMAL_TERMINATION": "exited before it was running (see its log)",
-    "NO_FILE": "command not found",
-    "NOT_EXECUTABLE": "command is not executable",
-    "BAD_SIGNAL": "not a valid signal",
-}
-_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED})
 _POLL = 0.02
 #: How long a SIGTERMed supervisord gets to stop its programs before SIGKILL.
 STOP_GRACE = 20.0
@@ -99,7 +78,7 @@ class ProcessInfo:
             description=str(info["description"]),
             stdout_logfile=Path(info["stdout_logfile"]) if info["stdout_logfile"] else None,
             stderr_logfile=Path(info["stderr_logfile"]) if info["stderr_logfile"] else None,
-            health=str(info["health"]) if info.get("health") else None,
+            health=str(info[HEALTH_KEY]) if info.get(HEALTH_KEY) else None,
         )
 
 
@@ -114,24 +93,6 @@ class UpdateResult:
 
 def _timestamp(value: int) -> datetime.datetime | None:
     return datetime.datetime.fromtimestamp(value, datetime.timezone.utc) if value else None
-
-
-def fault_error(code: int, text: str) -> SupervisorError:
-    """Translate a supervisord fault (code and ``"NAME: detail"`` text) into our errors."""
-    kind, _, detail = text.partition(": ")
-    if code == BAD_NAME:
-        return NoSuchProcess(f"no such process or group: {detail or text}")
-    if code == ALREADY_STARTED:
-        return AlreadyStarted(f"{detail}: already started")
-    if code == NOT_RUNNING:
-        return NotRunningProcess(f"{detail}: not running")
-    if code == CANT_REREAD:
-        return ConfigError(detail or text)
-    if code == SHUTDOWN_STATE:
-        return NotRunning("supervisord is shutting down")
-    if kind in _FAULT_HINTS and detail:
-        return SupervisorError(f"{detail}: {_FAULT_HINTS[kind]} ({kind})")
-    return SupervisorError(text)
 
 
 def _check_results(results: Iterable[dict[str, Any]]) -> None:
@@ -220,32 +181,7 @@ class Supervisor:
 
     def _call(self, method: str, *args: Any) -> Any:
         """Call ``method``; translate faults and connection failures into our errors."""
-        proxy = ctl.server_proxy(self._serverurl, self._username, self._password)
-        try:
-            return getattr(proxy, method)(*args)
-        except xmlrpc.client.Fault as fault:
-            raise fault_error(fault.faultCode, fault.faultString) from None
-        except (OSError, http.client.HTTPException, xmlrpc.client.ProtocolError) as error:
-            raise self._connection_error(error) from None
-        finally:
-            proxy("close")()
-
-    def _connection_error(self, error: Exception) -> SupervisorError:
-        """Say why the channel failed, as ``ctl.ping`` would."""
-        where = ctl.describe_channel(self._serverurl)
-        if isinstance(error, xmlrpc.client.ProtocolError):
-            if error.errcode == 401:
-                return NotRunning(
-                    f"supervisord at {where} refused our credentials (was SECRET_KEY changed "
-                    "since it started?)"
-                )
-            return NotRunning(f"supervisord at {where} answered HTTP {error.errcode}")
-        if isinstance(error, OSError) and error.errno in _GONE_ERRNOS:
-            return NotRunning(f"supervisord is not running ({where})")
-        if isinstance(error, ConnectionError):
-            # It hung up mid-call: it is going away (shutdown, reload).
-            return NotRunning(f"supervisord closed the connection ({where})")
-        return SupervisorError(f"cannot talk to supervisord at {where}: {error!r}")
+        return Channel(self._serverurl, self._username, self._password).call(method, *args)
 
     def _answers(self) -> bool:
         try:

@@ -392,7 +392,7 @@ def run(
     """``manage.py supervisor export systemd|procfile ...``."""
     from django.conf import settings
 
-    from .rundir import ensure_runtime_dir
+    from ..config.rundir import ensure_runtime_dir
 
     # supervisord's parser, which reads the programs, wants the log directory to exist.
     ensure_runtime_dir(project.runtime_dir)

@@ -298,7 +298,7 @@ def make_console(
 ) -> Console:
     """Build the console for this process's stdout (``limit``: SUPERVISOR_CONSOLE_BUFFER)."""
     if limit is None:
-        from .conf import conf
+        from ..conf import conf
 
         limit = conf.SUPERVISOR_CONSOLE_BUFFER
     fd = sys.stdout.fileno() if fd is None else fd

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, StartError
 from ..config.rundir import ensure_runtime_dir, open_private
+from ..errors import ConfigError, StartError
 
 #: How often (seconds, at most) a running supervisord looks for its runtime directory.
 CHECK_INTERVAL = 2.0

@@ -18,11 +18,10 @@ from supervisor.process import ProcessStates
 from supervisor.states import SupervisorStates
 
 from ..config.rules import Dependency, Rules
+from ..protocol import NEVER_STARTS
 from .health import CommandProbe, SocketProbe
 
 Key = tuple[str, str]  # (group name, process name)
-#: How a waiting reason starts when the program will never start on its own.
-NEVER_STARTS = "not started"
 UP_STATES = (ProcessStates.STARTING, ProcessStates.RUNNING)
 
 

@@ -14,7 +14,7 @@ from supervisor.rpcinterface import SupervisorNamespaceRPCInterface, make_main_r
 from supervisor.xmlrpc import Faults, RPCError
 
 from ..errors import ConfigError
-from .orchestrator import NEVER_STARTS
+from ..protocol import HEALTH_KEY, NEVER_STARTS
 
 
 class ProjectRPCInterface(SupervisorNamespaceRPCInterface):  # type: ignore[misc]
@@ -32,7 +32,7 @@ class ProjectRPCInterface(SupervisorNamespaceRPCInterface):  # type: ignore[misc
                 info["statename"] = "STARTING"
             info["description"] = waiting
         if health:
-            info["health"] = health
+            info[HEALTH_KEY] = health
             info["description"] = f"{info['description']}, {health}".lstrip(", ")
         return info
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from supervisor.process import Subprocess
 
+from ..protocol import GROUP_NAME_ENV, PROCESS_NAME_ENV, SERVER_URL_ENV
+
 
 def _inheritable_fds() -> list[int]:
     """Descriptors above 2 a spawned program would inherit (Python's own are CLOEXEC)."""
@@ -42,10 +44,10 @@ def child_environment(options: Any, proc: Any) -> dict[str, str]:
     env["SUPERVISOR_ENABLED"] = "1"
     serverurl = config.serverurl or options.serverurl
     if serverurl:
-        env["SUPERVISOR_SERVER_URL"] = serverurl
-    env["SUPERVISOR_PROCESS_NAME"] = config.name
+        env[SERVER_URL_ENV] = serverurl
+    env[PROCESS_NAME_ENV] = config.name
     if proc.group:
-        env["SUPERVISOR_GROUP_NAME"] = proc.group.config.name
+        env[GROUP_NAME_ENV] = proc.group.config.name
     if config.environment is not None:
         env.update(config.environment)
     return env

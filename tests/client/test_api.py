@@ -619,8 +619,8 @@ def test_importing_djsupervisor_does_not_touch_settings() -> None:
         import djsupervisor
         conf = sys.modules.get("django.conf")
         assert conf is None or not conf.settings.configured
-        assert "djsupervisor.api" not in sys.modules
-        assert djsupervisor.start.__module__ == "djsupervisor.api"
+        assert "djsupervisor.client.api" not in sys.modules
+        assert djsupervisor.start.__module__ == "djsupervisor.client.api"
         from django.conf import settings
         print(settings.configured)
         """

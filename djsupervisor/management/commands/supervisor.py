@@ -2,98 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
+import functools
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 # What only one path needs (the server, export, JSON status, the watcher) is imported
 # there: every action pays for this module's imports before it starts.
-from djsupervisor import checks, config
-from djsupervisor.client import ctl
+from djsupervisor import checks, cli, config
 from djsupervisor.config.project import (
     Project,
-    credentials,
-    ensure_runtime_dir,
     locate,
     merged_sections,
 )
-from djsupervisor.errors import ConfigError, SupervisorError
-
-if TYPE_CHECKING:
-    from djsupervisor.server.console import Console
-
-#: Actions djsupervisor handles itself; every other one goes to supervisorctl.
-OWN_ACTIONS = ("getconfig", "shell")
-
-
-def hoist_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
-    """Move our own options that follow the action in front of it.
-
-    Everything from the action on is kept for supervisorctl (``tail -f web``), but
-    ``manage.py supervisor status --project-dir=X`` should work as well.
-    """
-    argv = list(argv)
-    known = parser._option_string_actions
-    start = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), len(argv))
-    # A value-taking option right before the first bare word owns that word.
-    while start < len(argv) and start > 0:
-        before = known.get(argv[start - 1])
-        if before is None or before.nargs == 0:
-            break
-        start = next(
-            (i for i in range(start + 1, len(argv)) if not argv[i].startswith("-")), len(argv)
-        )
-    head, tail, rest = argv[:start], [], argv[start:]
-    i = 0
-    while i < len(rest):
-        arg = rest[i]
-        action = known.get(arg.split("=", 1)[0]) if i > 0 else None
-        # A short option with its value attached: -xweb.
-        attached = i > 0 and action is None and arg[:1] == "-" and arg[1:2] not in ("", "-")
-        if attached:
-            action = known.get(arg[:2])
-            if action is None or action.nargs == 0:
-                action = None
-        if action is None:
-            tail.append(arg)
-            i += 1
-            continue
-        takes_value = action.nargs != 0 and "=" not in arg and not attached
-        head.extend(rest[i : i + 1 + takes_value])
-        i += 1 + takes_value
-    return head + tail
-
-
-def validate(project: Project, opts: config.Options, *, supervisord: bool = True) -> config.Merged:
-    """Merge the config and (unless told not to) have supervisord's own parser check it."""
-    # The same path as 'manage.py check'.
-    return checks.validate(project, opts, supervisord=supervisord)
-
-
-def default_channel(project: Project) -> config.Merged:
-    """Only the control channel djsupervisor adds when the config sets up none."""
-    username, password = credentials(project)
-    sections: config.Sections = {}
-    config.add_control_channel(
-        sections,
-        socket_path=str(project.socket_path),
-        username=username,
-        password=password,
-        password_hash="",  # the server side's: not needed to connect
-    )
-    return config.Merged(sections)
-
-
-def output_fd(stream: Any) -> int:
-    """The file descriptor behind a command's stdout (the process's own if it has none)."""
-    try:
-        return int(getattr(stream, "_out", stream).fileno())
-    except (AttributeError, OSError, ValueError):
-        return sys.stdout.fileno()
+from djsupervisor.errors import SupervisorError
 
 
 class Command(BaseCommand):
@@ -112,75 +36,21 @@ class Command(BaseCommand):
 
         def parse_hoisted(args: Sequence[str] | None = None, namespace: Any = None) -> Any:
             argv = sys.argv[2:] if args is None else args
-            return parse_args(hoist_options(parser, argv), namespace)
+            return parse_args(cli.hoist_options(parser, argv), namespace)
 
         parser.parse_args = parse_hoisted  # type: ignore[method-assign,assignment]
         return parser
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("action", nargs=argparse.REMAINDER, help="supervisorctl action")
-        parser.add_argument("--project-dir", help="the project directory (default: found)")
-        parser.add_argument(
-            "--config-file", help="the project config file (default: PROJECT_DIR/supervisord.conf)"
-        )
-        for short, long, help_text in (
-            ("-l", "--launch", "start PROG at startup (autostart=true)"),
-            ("-n", "--nolaunch", "do not start PROG at startup (autostart=false)"),
-            ("-x", "--exclude", "leave PROG out of the config"),
-            ("-i", "--include", "bring back a PROG excluded in the config"),
-            ("-r", "--autoreload", "restart only PROG on code changes"),
-        ):
-            parser.add_argument(
-                short, long, action="append", default=[], metavar="PROG", help=help_text
-            )
-        parser.add_argument("--noreload", action="store_true", help="disable autoreload")
-        parser.add_argument(
-            "-d", "--daemonize", action="store_true", help="run supervisord in the background"
-        )
-        parser.add_argument(
-            "--raw",
-            "--no-prefix",
-            dest="raw",
-            action="store_true",
-            help="show program output without the time and name prefix",
-        )
-        parser.add_argument(
-            "-q", "--quiet", action="store_true", help="show supervisord's messages only"
-        )
-        parser.add_argument("--pidfile", help="supervisord's pid file")
-        parser.add_argument("--logfile", help="supervisord's log file")
-        parser.add_argument(
-            "--env-file",
-            action="append",
-            default=[],
-            metavar="PATH",
-            help="a dotenv file whose variables every program gets; repeatable",
-        )
-        parser.add_argument(
-            "--json", action="store_true", help="with status: print the processes as JSON"
-        )
-        parser.add_argument(
-            "--stats", action="store_true", help="with status: add CPU % and resident memory"
-        )
+        cli.add_arguments(parser)
 
     def handle(
         self,
         *args: str,
         action: list[str],
-        project_dir: str | None,
-        config_file: str | None,
-        launch: list[str],
-        nolaunch: list[str],
-        exclude: list[str],
-        include: list[str],
-        autoreload: list[str],
-        noreload: bool,
         daemonize: bool,
-        pidfile: str | None,
-        logfile: str | None,
         raw: bool = False,
         quiet: bool = False,
-        env_file: Sequence[str] = (),
         json: bool = False,
         stats: bool = False,
         **options: Any,
@@ -192,31 +62,21 @@ class Command(BaseCommand):
             raise CommandError("--json works with the status action only", returncode=2)
         if stats and action[:1] != ["status"]:
             raise CommandError("--stats works with the status action only", returncode=2)
-        opts = config.Options(
-            launch=tuple(launch),
-            nolaunch=tuple(nolaunch),
-            exclude=tuple(exclude),
-            include=tuple(include),
-            autoreload=tuple(autoreload),
-            noreload=noreload,
-            pidfile=pidfile,
-            logfile=logfile,
-            # Absolute: supervisord re-reads them on reload, from wherever it runs.
-            env_files=tuple(str(Path(path).absolute()) for path in env_file),
-        )
+        opts = cli.options_from(options)
         try:
-            project = locate(project_dir, config_file)
+            project = locate(options["project_dir"], options["config_file"])
             if not action:
                 # A broken config is one CommandError line, before the system checks
                 # (which would report the same problem as a multi-line SystemCheckError).
                 # supervisord's own parse of it comes with the first round, below.
-                validate(project, opts, supervisord=False)
+                checks.validate(project, opts, supervisord=False)
                 # Our own check would build the default config, not this run's
                 # (--config-file, --project-dir): that was validated just now.
                 with checks.config_already_validated():
                     self.check()
                 console = None
                 if not daemonize:
+                    from djsupervisor.server import foreground
                     from djsupervisor.server.console import make_console
 
                     console = make_console(
@@ -224,7 +84,7 @@ class Command(BaseCommand):
                         force_color=options.get("force_color", False),
                         prefix=not raw,
                         quiet=quiet,
-                        fd=output_fd(self.stdout),
+                        fd=foreground.output_fd(self.stdout),
                     )
                 try:
                     self.serve(project, opts, daemonize=daemonize, console=console)
@@ -236,7 +96,7 @@ class Command(BaseCommand):
                     extra = " ".join(action[1:])
                     raise CommandError(f"getconfig takes no arguments, got {extra!r}")
                 # Print only what supervisord would accept.
-                self.stdout.write(config.serialize(validate(project, opts).sections))
+                self.stdout.write(config.serialize(checks.validate(project, opts).sections))
             elif action == ["autoreload"]:  # hidden: the watcher program's own command
                 from djsupervisor.autoreload.watcher import watch
 
@@ -251,57 +111,25 @@ class Command(BaseCommand):
             raise CommandError(str(error), returncode=getattr(error, "returncode", 1)) from None
 
     def serve(
-        self,
-        project: Project,
-        opts: config.Options,
-        *,
-        daemonize: bool,
-        console: Console | None = None,
+        self, project: Project, opts: config.Options, *, daemonize: bool, console: Any
     ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
-        from djsupervisor.server import instance, runtime, succession
+        from djsupervisor.client import channel
+        from djsupervisor.server import foreground
 
-        def load() -> config.Merged:
-            return merged_sections(project, opts)
+        @functools.cache
+        def address() -> tuple[str, str | None, str | None]:
+            return channel.address(lambda: merged_sections(project, opts), str(project.config_file))
 
-        configfile = str(project.config_file)
-        ensure_runtime_dir(project.runtime_dir)
-        lock = instance.instance_lock(
-            project.runtime_dir,
-            project.lock_path,
-            f"supervisord is already running for this project ({project.socket_path}); "
-            "see 'manage.py supervisor status', or stop it with 'manage.py supervisor shutdown'",
+        foreground.serve(
+            project,
+            opts,
+            daemonize=daemonize,
+            console=console,
+            ping=lambda: channel.ping(*address()),
+            is_up=lambda: channel.is_up(*address()),
+            write=self.stdout.write,
         )
-        # Right after 'shutdown' the previous instance may still be stopping programs.
-        succession.wait_for_previous(
-            project.lock_path,
-            load(),
-            lambda: ctl.ping(*ctl.client_options(load, configfile).channel),
-        )
-        with lock, runtime.process_state():
-            try:
-                reason = runtime.run_rounds(
-                    load,
-                    configfile,
-                    daemonize=daemonize,
-                    hangup_stops=runtime.has_terminal(),
-                    console=console,
-                    project_dir=str(project.directory),
-                    runtime_dir=str(project.runtime_dir),
-                )
-                if reason:
-                    raise CommandError(reason, returncode=1)
-            except runtime.Detached as detached:
-                client = ctl.client_options(load, configfile)
-                runtime.wait_ready(
-                    detached.pid,
-                    lambda: ctl.is_up(*client.channel),
-                    timeout=30.0,
-                )
-                self.stdout.write(
-                    f"supervisord is running in the background (pid {detached.pid}); "
-                    "see 'manage.py supervisor status'"
-                )
 
     def control(
         self,
@@ -313,31 +141,17 @@ class Command(BaseCommand):
         stats: bool = False,
     ) -> None:
         """Run one supervisorctl action (or the shell) against the running supervisord."""
+        from djsupervisor.client.control import control
 
-        def load() -> config.Merged:
-            try:
-                return merged_sections(project, opts)
-            except ConfigError as error:
-                # A config broken on disk must not lock the user out of the instance
-                # still running the previous one (status, reread to see why, shutdown).
-                self.stderr.write(f"warning: {error}; using the default control channel")
-                return default_channel(project)
-
-        client = ctl.client_options(load, str(project.config_file))
-        if as_json or stats:
-            from djsupervisor.client import status
-            from djsupervisor.client.supervisor import Supervisor
-
-            handle = Supervisor(*client.channel)
-            show = status.status_json if as_json else status.status_table
-            text, code = show(handle, action[1:])
-            self.stdout.write(text)
-        elif action[0] not in OWN_ACTIONS and not ctl.is_action(client, action[0]):
-            raise CommandError(
-                f"unknown action {action[0]!r}; see 'manage.py supervisor help'", returncode=2
-            )
-        else:
-            code = ctl.run(client, action, stdout=self.stdout)
+        code = control(
+            project,
+            opts,
+            action,
+            as_json=as_json,
+            stats=stats,
+            stdout=self.stdout,
+            warn=self.stderr.write,
+        )
         if code and getattr(self, "_called_from_command_line", False):
             raise SystemExit(code)  # supervisorctl already said why, on stdout
         if code:
