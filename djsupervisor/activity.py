@@ -36,6 +36,9 @@ class Activity:
         #: a superset is harmless, a subset is not.
         self.active: dict[int, Any] = {}
         self._process_map: dict[int, Any] | None = None
+        self._ordered_groups: list[Any] | None = None
+        #: Processes whose pipes need registering again (stdin written), by id().
+        self.touched: dict[int, Any] = {}
         self._last_round = time.time()
 
     def install(self, group: Any) -> None:
@@ -44,6 +47,7 @@ class Activity:
         Event listener pools dispatch events in their ``transition()``: they keep it.
         """
         self._process_map = None
+        self._ordered_groups = None
         if type(group) is not ProcessGroup:
             return
         self.active.update((id(p), p) for p in group.processes.values())
@@ -62,6 +66,7 @@ class Activity:
 
     def _regrouped(self, event: Any) -> None:
         self._process_map = None
+        self._ordered_groups = None
         # A removed group's processes are never transitioned again: forget them.
         current = {id(p) for p in self.processes()}
         self.active = {key: p for key, p in self.active.items() if key in current}
@@ -97,6 +102,28 @@ class Activity:
                 process_map.update(group.get_dispatchers())
             self._process_map = process_map
         return self._process_map
+
+    def touch(self, proc: Any) -> None:
+        """Have ``proc``'s pipes registered again next round (its stdin was written)."""
+        self.touched[id(proc)] = proc
+
+    def touched_dispatchers(self) -> list[tuple[int, Any]]:
+        """Pipes of touched processes and of event listeners (their stdin is written)."""
+        procs = list(self.touched.values())
+        self.touched.clear()
+        for group in self.supervisord.process_groups.values():
+            if type(group) is not ProcessGroup:
+                procs.extend(group.processes.values())
+        return [item for proc in procs for item in proc.dispatchers.items()]
+
+    def due_groups(self) -> list[Any]:
+        """Groups to transition this round, in supervisord's (priority) order."""
+        if self._ordered_groups is None:
+            self._ordered_groups = sorted(self.supervisord.process_groups.values())
+        if not self.active:
+            return [g for g in self._ordered_groups if type(g) is not ProcessGroup]
+        groups = {id(p.group) for p in self.active.values()}
+        return [g for g in self._ordered_groups if id(g) in groups or type(g) is not ProcessGroup]
 
     def _transition(self, group: Any) -> None:
         if not self.active:

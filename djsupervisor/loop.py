@@ -23,7 +23,7 @@ from supervisor.process import ProcessStates
 from supervisor.states import SupervisorStates
 from supervisor.supervisord import Supervisor
 
-from . import channel, signals
+from . import channel, rounds, signals
 from .activity import Activity
 from .console import ConsoleDispatcher
 from .guard import Watchdog
@@ -164,7 +164,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         self.options.watchdog = self.watchdog
         clean = False
         try:
-            super().runforever()
+            rounds.run_forever(self)  # supervisord's loop, each round O(events)
         except asyncore.ExitNow:
             clean = True  # supervisord's own way out, once every program has stopped
             raise

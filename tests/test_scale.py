@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.utils import Project, Rpc, make_project, wait_for
+from tests.utils import Project, Rpc, make_project, program, wait_for
 
 MANY = 300
 BIG_LINES = 40_000  # 80-byte lines: 3.2 MB, over the channel's 1 MiB send size
@@ -147,3 +147,24 @@ def test_programs_do_not_inherit_our_descriptors(projects: list[Project], tmp_pa
             assert len(fds) == 4, (path.name, fds)
     finally:
         os.close(read_end)
+
+
+def test_stdin_reaches_a_program_among_idle_ones(projects: list[Project], tmp_path: Path) -> None:
+    # Pipes are registered with the poller only after a state change: data sent to a
+    # RUNNING program's stdin must still be written, again and again.
+    _, rpc, server = start_project(
+        projects,
+        tmp_path,
+        f"[program:echo]\ncommand={program('echoer.py', 'echo')}\nstartsecs=0\n\n{sleepers(50)}",
+    )
+    rpc.wait_states({"echo": "RUNNING", "s049": "RUNNING"}, server, timeout=60)
+    # 300 KB: more than a pipe holds, so most of it is written by later loop rounds.
+    for batch in ("a", "b"):
+        lines = "".join(f"{batch}{i:04d} {'.' * 93}\n" for i in range(3000))
+        assert rpc.call("supervisor.sendProcessStdin", "echo", lines) is True
+
+        def echoed(batch: str = batch) -> bool:
+            log = rpc.call("supervisor.tailProcessStdoutLog", "echo", 0, 200)[0]
+            return f"echo got {batch}2999 " in log
+
+        wait_for(echoed, 30, f"batch {batch} echoed")
