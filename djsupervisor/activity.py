@@ -20,7 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from supervisor import events
-from supervisor.process import ProcessGroup
+from supervisor.process import ProcessGroup, ProcessStates
+
+#: Programs a round may start before it polls again: a start of thousands stays
+#: responsive (a request waits for at most one batch, not for every spawn).
+SPAWN_BUDGET = 200
+
+_MAY_SPAWN = (ProcessStates.STOPPED, ProcessStates.EXITED, ProcessStates.BACKOFF)
 
 #: ``due_time(proc, now, mood)``: when ``proc.transition()`` will next act, or None.
 DueTime = Callable[[Any, float, int], "float | None"]
@@ -40,6 +46,7 @@ class Activity:
         #: Processes whose pipes need registering again (stdin written), by id().
         self.touched: dict[int, Any] = {}
         self._last_round = time.time()
+        self._budget = SPAWN_BUDGET
 
     def install(self, group: Any) -> None:
         """Take over a newly added group's per-round transition (plain groups only).
@@ -73,6 +80,7 @@ class Activity:
 
     def new_round(self) -> None:
         """Called once per loop round, before it polls."""
+        self._budget = SPAWN_BUDGET
         now = time.time()
         if now < self._last_round:
             # The clock went back: every process must adjust its recorded times, which
@@ -132,6 +140,12 @@ class Activity:
         procs = [p for p in group.processes.values() if id(p) in self.active]
         mood = self.supervisord.options.mood
         for proc in procs:
+            before = proc.state
+            may_spawn = before in _MAY_SPAWN
+            if may_spawn and self._budget <= 0:
+                continue  # stays active; next_timeout() sees it due: no wait
             proc.transition()
+            if may_spawn and proc.state != before:
+                self._budget -= 1  # it spawned (one held back by dependencies did not)
             if self.due_time(proc, time.time(), mood) is None:
                 self.active.pop(id(proc), None)

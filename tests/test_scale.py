@@ -168,3 +168,18 @@ def test_stdin_reaches_a_program_among_idle_ones(projects: list[Project], tmp_pa
             return f"echo got {batch}2999 " in log
 
         wait_for(echoed, 30, f"batch {batch} echoed")
+
+
+def test_a_start_in_batches_keeps_priority_order(projects: list[Project], tmp_path: Path) -> None:
+    # More programs than one round starts (activity.SPAWN_BUDGET): they still start in
+    # priority order across rounds, lowest priority number first.
+    log = tmp_path / "supervisord.log"
+    count = 450
+    conf = f"[supervisord]\nlogfile={log}\n\n" + "".join(
+        f"[program:s{i:03d}]\ncommand=sleep 600\nstartsecs=0\npriority={1000 - i}\n\n"
+        for i in range(count)
+    )
+    _, rpc, server = start_project(projects, tmp_path, conf)
+    rpc.wait_states({f"s{i:03d}": "RUNNING" for i in range(count)}, server, timeout=120)
+    spawned = [line.split("'")[1] for line in log.read_text().splitlines() if "spawned: '" in line]
+    assert spawned == [f"s{i:03d}" for i in reversed(range(count))]
