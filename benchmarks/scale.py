@@ -8,6 +8,7 @@ config (the peer's re-homed to its own socket, log and pid file).
 from __future__ import annotations
 
 import datetime
+import http.client
 import os
 import re
 import statistics
@@ -20,6 +21,7 @@ from .harness import Pid, cpu_seconds, run_worker, stock_command
 from .project import BenchProject
 from .registry import Context, Figure, Target, benchmark
 from .runtime import PEER, RUNNING_LINE, Side, _time_command, setup
+from .speed import Manager, supervisord_sides
 
 PROGRAMS_FULL = 1000
 PROGRAMS_QUICK = 300
@@ -252,3 +254,101 @@ def rounds(ctx: Context) -> list[Figure]:
             )
         )
     return figures
+
+
+MANY_PROGRAMS = 5000
+
+
+def _poll_during_start(
+    ctx: Context, manager: Manager, proc: subprocess.Popen[bytes], count: int, offset: int
+) -> tuple[float, list[float]]:
+    """Start-up time (log), and the latency of each getAllProcessInfo issued meanwhile."""
+    started = time.perf_counter()
+    latencies: list[float] = []
+    assert manager.logfile is not None and manager.channel is not None
+    deadline = time.monotonic() + 600
+    while True:
+        if proc.poll() is not None:
+            raise ctx.procs.fail(proc, f"exited with status {proc.returncode}")
+        with open(manager.logfile, "rb") as log:
+            log.seek(offset)
+            seen = log.read().count(RUNNING_LINE.encode())
+        if seen >= count:
+            return time.perf_counter() - started, latencies
+        if time.monotonic() > deadline:
+            raise ctx.procs.fail(proc, f"{seen} of {count} RUNNING after 600 s")
+        before = time.perf_counter()
+        try:
+            manager.channel.call("supervisor.getAllProcessInfo", timeout=120)
+        except (OSError, http.client.HTTPException):
+            time.sleep(0.05)  # not listening yet
+            continue
+        latencies.append(time.perf_counter() - before)
+        time.sleep(0.1)
+
+
+@benchmark("scale.many", "5,000 programs (full run only): start, status during start-up, status")
+def many(ctx: Context) -> list[Figure]:
+    if ctx.quick:
+        return []
+    count = MANY_PROGRAMS
+    # Two descriptors per program (stdout+stderr in one pipe, one log file) plus stdin:
+    # 5,000 programs fit a 20,000-descriptor limit on both sides.
+    conf = "".join(
+        f"[program:p{i:04d}]\ncommand=sleep 600\nstartsecs=0\nredirect_stderr=true\n\n"
+        for i in range(count)
+    )
+    ours, peer = supervisord_sides(ctx, conf)
+    names = [f"p{i:04d}" for i in range(count)]
+    peer_ctl = ctx.workdir / "peer.conf"
+    project = BenchProject(ours.cwd, ours.cwd / "run")
+    status_argv = {
+        "ours": project.manage_argv("supervisor", "status"),
+        "supervisord": [*stock_command("supervisorctl"), "-c", str(peer_ctl), "status"],
+    }
+    result: dict[str, dict[str, float]] = {}
+    during: dict[str, list[float]] = {}
+    for manager in (ours, peer):
+        offset = manager.offset()
+        proc = ctx.procs.start(
+            manager.argv, name=f"many-{manager.key}", env=manager.env, cwd=manager.cwd
+        )
+        elapsed, latencies = _poll_during_start(ctx, manager, proc, count, offset)
+        assert manager.channel is not None
+        info = manager.channel.call("supervisor.getAllProcessInfo", timeout=120)
+        ctx.procs.adopt(e["pid"] for e in info if e["pid"])
+        status = _time_command(status_argv[manager.key], project, names)
+        ctx.procs.stop(proc, timeout=120)
+        result[manager.key] = {
+            "start": elapsed,
+            "status": status,
+            "worst": max(latencies, default=0),
+        }
+        during[manager.key] = latencies
+    n = f"{count:,} programs"
+    return [
+        Figure(
+            f"exec to all RUNNING, {n}",
+            "s",
+            result["ours"]["start"],
+            result["supervisord"]["start"],
+            PEER,
+        ),
+        Figure(
+            f"slowest getAllProcessInfo issued during the start-up, {n}",
+            "s",
+            result["ours"]["worst"],
+            result["supervisord"]["worst"],
+            PEER,
+            Target("ours", 1.0),
+            {"ours": during["ours"], "peer": during["supervisord"]},
+        ),
+        Figure(
+            f"status, whole process, {n}",
+            "s",
+            result["ours"]["status"],
+            result["supervisord"]["status"],
+            "supervisorctl status (its own server)",
+            Target("ours", 2.0),
+        ),
+    ]
