@@ -270,9 +270,12 @@ def _poll_during_start(
     while True:
         if proc.poll() is not None:
             raise ctx.procs.fail(proc, f"exited with status {proc.returncode}")
-        with open(manager.logfile, "rb") as log:
-            log.seek(offset)
-            seen = log.read().count(RUNNING_LINE.encode())
+        try:
+            with open(manager.logfile, "rb") as log:
+                log.seek(offset)
+                seen = log.read().count(RUNNING_LINE.encode())
+        except FileNotFoundError:
+            seen = 0  # not written yet
         if seen >= count:
             return time.perf_counter() - started, latencies
         if time.monotonic() > deadline:

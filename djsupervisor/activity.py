@@ -43,6 +43,7 @@ class Activity:
         self.active: dict[int, Any] = {}
         self._process_map: dict[int, Any] | None = None
         self._ordered_groups: list[Any] | None = None
+        self._listener_groups: list[Any] = []
         #: Processes whose pipes need registering again (stdin written), by id().
         self.touched: dict[int, Any] = {}
         self._last_round = time.time()
@@ -94,12 +95,8 @@ class Activity:
 
     def pending(self) -> list[Any]:
         """The processes that may have something due, event listeners' included."""
-        listeners = [
-            p
-            for g in self.supervisord.process_groups.values()
-            if type(g) is not ProcessGroup
-            for p in g.processes.values()
-        ]
+        self._order()
+        listeners = [p for g in self._listener_groups for p in g.processes.values()]
         return [*self.active.values(), *listeners]
 
     def process_map(self) -> dict[int, Any]:
@@ -119,19 +116,25 @@ class Activity:
         """Pipes of touched processes and of event listeners (their stdin is written)."""
         procs = list(self.touched.values())
         self.touched.clear()
-        for group in self.supervisord.process_groups.values():
-            if type(group) is not ProcessGroup:
-                procs.extend(group.processes.values())
+        self._order()
+        for group in self._listener_groups:
+            procs.extend(group.processes.values())
         return [item for proc in procs for item in proc.dispatchers.items()]
 
     def due_groups(self) -> list[Any]:
         """Groups to transition this round, in supervisord's (priority) order."""
+        ordered = self._order()
+        if not self.active:
+            return self._listener_groups
+        groups = {id(p.group) for p in self.active.values()}
+        return [g for g in ordered if id(g) in groups or type(g) is not ProcessGroup]
+
+    def _order(self) -> list[Any]:
+        # Groups change only by add/remove events, which clear this cache.
         if self._ordered_groups is None:
             self._ordered_groups = sorted(self.supervisord.process_groups.values())
-        if not self.active:
-            return [g for g in self._ordered_groups if type(g) is not ProcessGroup]
-        groups = {id(p.group) for p in self.active.values()}
-        return [g for g in self._ordered_groups if id(g) in groups or type(g) is not ProcessGroup]
+            self._listener_groups = [g for g in self._ordered_groups if type(g) is not ProcessGroup]
+        return self._ordered_groups
 
     def _transition(self, group: Any) -> None:
         if not self.active:
