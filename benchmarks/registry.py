@@ -20,9 +20,9 @@ from typing import Any, Literal
 from .harness import Processes
 
 #: Area modules, imported in this order; their benchmarks run in registration order.
-AREAS = ("config", "runtime", "orchestration", "console", "autoreload", "api", "speed")
+AREAS = ("config", "runtime", "orchestration", "console", "autoreload", "api", "speed", "scale")
 
-Unit = Literal["s", "%", "MiB"]
+Unit = Literal["s", "%", "MiB", "x"]
 
 
 @dataclass(frozen=True)
@@ -159,4 +159,6 @@ def format_value(value: float | None, unit: Unit) -> str:
         return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.3f} s"
     if unit == "%":
         return f"{value:.2f} %"
+    if unit == "x":
+        return f"{value:.2f}x"
     return f"{value:.1f} MiB"

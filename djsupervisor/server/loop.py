@@ -25,10 +25,12 @@ from supervisor.states import SupervisorStates
 from supervisor.supervisord import Supervisor
 
 from .. import signals
-from . import instance, reaper
+from . import httpchannel, instance, reaper, rounds
+from .activity import Activity
 from .console import ConsoleDispatcher
 from .guard import Watchdog
 from .orchestrator import Orchestrator, _key
+from .spawn import InheritedFds
 
 # After this many back-to-back zero timeouts, assume a due time that supervisord will
 # never act on and sleep a little, rather than spin.
@@ -111,11 +113,13 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
     def __init__(self, options: Any) -> None:
         super().__init__(options)
         self.orchestrator = Orchestrator(self)
+        self.activity = Activity(self, due_time)
 
     def add_process_group(self, config: Any) -> bool:
         added: bool = super().add_process_group(config)
         if added:
             self.orchestrator.install(self.process_groups[config.name])
+            self.activity.install(self.process_groups[config.name])
         return added
 
     def runforever(self) -> None:
@@ -126,6 +130,9 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         socket_map[read_fd] = WakeupDispatcher(read_fd)
         previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
         events.subscribe(events.ProcessStateEvent, signals.forward_state_event)
+        self.activity.subscribe()
+        self.options.inherited_fds = InheritedFds()
+        httpchannel.install(self.options.httpservers)
         console = self.options.console
         if console is not None:
             socket_map[console.fd] = ConsoleDispatcher(console)
@@ -140,6 +147,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
 
         def poll(timeout: float) -> Any:
             nonlocal zero_timeouts
+            self.activity.new_round()
+            self.options.inherited_fds.forget()
             if console is not None:
                 console.flush_partials()
             self.orchestrator.tick()
@@ -163,7 +172,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         self.options.watchdog = self.watchdog
         clean = False
         try:
-            super().runforever()
+            rounds.run_forever(self)  # supervisord's loop, each round O(events)
         except asyncore.ExitNow:
             clean = True  # supervisord's own way out, once every program has stopped
             raise
@@ -208,15 +217,14 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         waiting = self.orchestrator.waiting
         # This runs on every loop round (every request): keep the steady state cheap.
         running = ProcessStates.RUNNING
-        for group in self.process_groups.values():
-            for proc in group.processes.values():
-                if proc.state == running:
-                    continue  # nothing due: it changes only on an event that wakes us
-                if waiting and _key(proc) in waiting:
-                    continue  # started by the orchestrator when its dependencies are met
-                due = due_time(proc, now, mood)
-                if due is not None and due < earliest:
-                    earliest = due
+        for proc in self.activity.pending():
+            if proc.state == running:
+                continue  # nothing due: it changes only on an event that wakes us
+            if waiting and _key(proc) in waiting:
+                continue  # started by the orchestrator when its dependencies are met
+            due = due_time(proc, now, mood)
+            if due is not None and due < earliest:
+                earliest = due
         # A deferred XML-RPC answer (start/stop with wait) is re-checked only once its
         # channel's delay has passed (writable() says no until then).
         for dispatcher in self.options.get_socket_map().values():
@@ -240,6 +248,10 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             default=0,
         )
         return self.family.sweep(spare, grace)
+
+    def get_process_map(self) -> dict[int, Any]:
+        # Rebuilt only after a state change, not on every round (see activity.py).
+        return self.activity.process_map()
 
     def ordered_stop_groups_phase_1(self) -> None:
         # Stop every group sharing the highest priority at once, not one at a time,

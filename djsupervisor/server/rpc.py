@@ -66,6 +66,14 @@ class ProjectRPCInterface(SupervisorNamespaceRPCInterface):  # type: ignore[misc
                 return True  # it was only waiting: now it no longer will start
         return super().stopProcess(name, wait)
 
+    def sendProcessStdin(self, name: str, chars: Any) -> Any:
+        result = super().sendProcessStdin(name, chars)
+        activity = getattr(self.supervisord, "activity", None)
+        if activity is not None:
+            # The loop registers pipes only after a change: this one now has data to write.
+            activity.touch(self._getGroupAndProcess(name)[1])
+        return result
+
     def restart(self) -> Any:
         # Refuse a reload that would stop everything and then fail to read the config.
         check = getattr(self.supervisord.options, "check_config", None)

@@ -37,6 +37,27 @@ def _inheritable_fds() -> list[int]:
     return found
 
 
+class InheritedFds:
+    """The scan above, done at most once per loop round.
+
+    Listing every descriptor costs O(programs) (each program holds three pipes), so a
+    scan per spawn made a start of n programs O(n^2). Within one round only
+    supervisord's own code runs, and Python opens every descriptor non-inheritable
+    (PEP 446), so the scan made at a round's first spawn holds for the rest of it.
+    """
+
+    def __init__(self) -> None:
+        self._fds: list[int] | None = None
+
+    def get(self) -> list[int]:
+        if self._fds is None:
+            self._fds = _inheritable_fds()
+        return self._fds
+
+    def forget(self) -> None:
+        self._fds = None
+
+
 def child_environment(options: Any, proc: Any) -> dict[str, str]:
     """The environment supervisord gives a program (process.py ``_spawn_as_child``)."""
     config = proc.config
@@ -98,7 +119,10 @@ def fast_spawn(
         (os.POSIX_SPAWN_DUP2, pipes["child_stdout"], 1),
         (os.POSIX_SPAWN_DUP2, stderr, 2),
     ]
-    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()]
+    # The loop keeps a per-round scan on the options; without one (no loop), scan now.
+    inherited = getattr(options, "inherited_fds", None)
+    fds = inherited.get() if inherited is not None else _inheritable_fds()
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in fds]
     try:
         with _in_directory(config.directory), _with_umask(config.umask):
             return os.posix_spawn(

@@ -1,0 +1,154 @@
+"""Which processes a loop round has to look at: only those with something due.
+
+Stock supervisord, on every loop round, calls ``transition()`` on every process and
+rebuilds the map of every program's pipes from scratch. With a thousand programs that
+is thousands of calls per round, and a round happens per request, per child exit, per
+output chunk: a start-up or a ``status`` that should cost O(programs) costs
+O(programs x rounds). Here a plain group transitions only its *active* processes (those
+whose state changed since they were last seen with nothing due), and the pipe map is
+rebuilt only after a state change, when a program's pipes can have changed.
+
+Every change that can make a process due goes through ``change_state()``, which
+notifies a ``ProcessStateEvent`` synchronously: that event marks the process active.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from supervisor import events
+from supervisor.process import ProcessGroup, ProcessStates
+
+#: Programs a round may start before it polls again: a start of thousands stays
+#: responsive (a request waits for at most one batch, not for every spawn).
+SPAWN_BUDGET = 200
+
+_MAY_SPAWN = (ProcessStates.STOPPED, ProcessStates.EXITED, ProcessStates.BACKOFF)
+
+#: ``due_time(proc, now, mood)``: when ``proc.transition()`` will next act, or None.
+DueTime = Callable[[Any, float, int], "float | None"]
+
+
+class Activity:
+    """Owned by the supervisord instance; every method runs in its main loop."""
+
+    def __init__(self, supervisord: Any, due_time: DueTime) -> None:
+        self.supervisord = supervisord
+        self.due_time = due_time
+        #: Processes that may have something due, by id() (a Subprocess is unhashable);
+        #: a superset is harmless, a subset is not.
+        self.active: dict[int, Any] = {}
+        self._process_map: dict[int, Any] | None = None
+        self._ordered_groups: list[Any] | None = None
+        self._listener_groups: list[Any] = []
+        #: Processes whose pipes need registering again (stdin written), by id().
+        self.touched: dict[int, Any] = {}
+        self._last_round = time.time()
+        self._budget = SPAWN_BUDGET
+
+    def install(self, group: Any) -> None:
+        """Take over a newly added group's per-round transition (plain groups only).
+
+        Event listener pools dispatch events in their ``transition()``: they keep it.
+        """
+        self._process_map = None
+        self._ordered_groups = None
+        if type(group) is not ProcessGroup:
+            return
+        self.active.update((id(p), p) for p in group.processes.values())
+        group.transition = functools.partial(self._transition, group)
+
+    def subscribe(self) -> None:
+        """Listen for state and group changes (after supervisord's ``events.clear()``)."""
+        events.subscribe(events.ProcessStateEvent, self._changed)
+        events.subscribe(events.ProcessGroupAddedEvent, self._regrouped)
+        events.subscribe(events.ProcessGroupRemovedEvent, self._regrouped)
+
+    def _changed(self, event: Any) -> None:
+        self.active[id(event.process)] = event.process
+        # spawn() makes new pipes right after its STARTING event: rebuild lazily.
+        self._process_map = None
+
+    def _regrouped(self, event: Any) -> None:
+        self._process_map = None
+        self._ordered_groups = None
+        # A removed group's processes are never transitioned again: forget them.
+        current = {id(p) for p in self.processes()}
+        self.active = {key: p for key, p in self.active.items() if key in current}
+
+    def new_round(self) -> None:
+        """Called once per loop round, before it polls."""
+        self._budget = SPAWN_BUDGET
+        now = time.time()
+        if now < self._last_round:
+            # The clock went back: every process must adjust its recorded times, which
+            # transition() does (supervisor's _check_and_adjust_for_system_clock_rollback).
+            self.active.update((id(p), p) for p in self.processes())
+        self._last_round = now
+
+    def processes(self) -> list[Any]:
+        groups = self.supervisord.process_groups.values()
+        return [p for g in groups for p in g.processes.values()]
+
+    def pending(self) -> list[Any]:
+        """The processes that may have something due, event listeners' included."""
+        self._order()
+        listeners = [p for g in self._listener_groups for p in g.processes.values()]
+        return [*self.active.values(), *listeners]
+
+    def process_map(self) -> dict[int, Any]:
+        """Every program's dispatchers by descriptor (``Supervisor.get_process_map``)."""
+        if self._process_map is None:
+            process_map: dict[int, Any] = {}
+            for group in self.supervisord.process_groups.values():
+                process_map.update(group.get_dispatchers())
+            self._process_map = process_map
+        return self._process_map
+
+    def touch(self, proc: Any) -> None:
+        """Have ``proc``'s pipes registered again next round (its stdin was written)."""
+        self.touched[id(proc)] = proc
+
+    def touched_dispatchers(self) -> list[tuple[int, Any]]:
+        """Pipes of touched processes and of event listeners (their stdin is written)."""
+        procs = list(self.touched.values())
+        self.touched.clear()
+        self._order()
+        for group in self._listener_groups:
+            procs.extend(group.processes.values())
+        return [item for proc in procs for item in proc.dispatchers.items()]
+
+    def due_groups(self) -> list[Any]:
+        """Groups to transition this round, in supervisord's (priority) order."""
+        ordered = self._order()
+        if not self.active:
+            return self._listener_groups
+        groups = {id(p.group) for p in self.active.values()}
+        return [g for g in ordered if id(g) in groups or type(g) is not ProcessGroup]
+
+    def _order(self) -> list[Any]:
+        # Groups change only by add/remove events, which clear this cache.
+        if self._ordered_groups is None:
+            self._ordered_groups = sorted(self.supervisord.process_groups.values())
+            self._listener_groups = [g for g in self._ordered_groups if type(g) is not ProcessGroup]
+        return self._ordered_groups
+
+    def _transition(self, group: Any) -> None:
+        if not self.active:
+            return
+        # In the group's own order, as ProcessGroup.transition does.
+        procs = [p for p in group.processes.values() if id(p) in self.active]
+        mood = self.supervisord.options.mood
+        for proc in procs:
+            before = proc.state
+            may_spawn = before in _MAY_SPAWN
+            if may_spawn and self._budget <= 0:
+                continue  # stays active; next_timeout() sees it due: no wait
+            proc.transition()
+            if may_spawn and proc.state != before:
+                self._budget -= 1  # it spawned (one held back by dependencies did not)
+            if self.due_time(proc, time.time(), mood) is None:
+                self.active.pop(id(proc), None)
