@@ -17,7 +17,8 @@ from ..config.project import Project, assemble, ensure_runtime_dir, locate, merg
 from ..errors import StartError, SupervisorError
 from ..protocol import PARENT_PID_ENV
 from .channel import address
-from .supervisor import ProcessInfo, Supervisor, UpdateResult
+from .info import ProcessInfo, UpdateResult
+from .supervisor import Supervisor
 
 __all__ = [
     "ProcessInfo",
