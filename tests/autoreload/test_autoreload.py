@@ -241,7 +241,7 @@ def test_when_the_watcher_is_configured(tmp_path: Path, projects: list[Project])
     assert section is not None
     assert section["command"] == (
         f'"{sys.executable}" "{project.path}/manage.py" supervisor autoreload '
-        f'"--project-dir={project.path}" "--exclude=db" "--autoreload=web" "--autoreload=db"'
+        f'"--project-dir={project.path}" --exclude=db --autoreload=web --autoreload=db'
     )
     assert section["autoreload"] == "false"
     other = project.write("other.conf", conf)
