@@ -35,17 +35,18 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .client.api import StartOptions, connect, get_merged_config, start
-    from .client.supervisor import ProcessInfo, Supervisor, UpdateResult
+    from .client.info import ProcessInfo, UpdateResult
+    from .client.supervisor import Supervisor
     from .protocol import State
 
 # The Python API loads on first use: importing djsupervisor (which Django does for
 # INSTALLED_APPS) must stay cheap and must not touch settings.
 _LAZY = {
-    "ProcessInfo": "client.supervisor",
+    "ProcessInfo": "client.info",
     "State": "protocol",
     "StartOptions": "client.api",
     "Supervisor": "client.supervisor",
-    "UpdateResult": "client.supervisor",
+    "UpdateResult": "client.info",
     "connect": "client.api",
     "get_merged_config": "client.api",
     "start": "client.api",

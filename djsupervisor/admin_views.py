@@ -32,8 +32,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from .client.api import connect_here
+from .client.info import ProcessInfo
 from .client.stats import human_bytes
-from .client.supervisor import ProcessInfo, Supervisor
+from .client.supervisor import Supervisor
 from .errors import ConfigError, NoSuchProcess, NotRunning, SupervisorError
 from .models import Programs
 

@@ -9,6 +9,7 @@ starts. A new option is added to ``config.Options``, ``run_options`` and ``argv`
 from __future__ import annotations
 
 import argparse
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,15 @@ def command_line(opts: config.Options) -> list[str]:
     if opts.logfile is not None:
         args.append(f"--logfile={opts.logfile}")
     return args
+
+
+def conf_command_line(opts: config.Options) -> str:
+    """``command_line(opts)`` as words of a supervisord ``command=``.
+
+    supervisord expands ``%(name)s`` in a command, then splits it as a shell would:
+    hence ``%`` doubled and shell quoting.
+    """
+    return " ".join(shlex.quote(arg).replace("%", "%%") for arg in command_line(opts))
 
 
 def hoist_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:

@@ -17,7 +17,8 @@ from ..config.project import Project, assemble, ensure_runtime_dir, locate, merg
 from ..errors import StartError, SupervisorError
 from ..protocol import PARENT_PID_ENV
 from .channel import address
-from .supervisor import ProcessInfo, Supervisor, UpdateResult
+from .info import ProcessInfo, UpdateResult
+from .supervisor import Supervisor
 
 __all__ = [
     "ProcessInfo",
@@ -29,7 +30,7 @@ __all__ = [
     "start",
 ]
 
-#: Environment variable telling ``python -m djsupervisor`` to stop when its parent dies.
+#: The file, in the runtime directory, a started supervisord's own messages go to.
 CONSOLE_LOG = "console.log"
 
 
@@ -94,6 +95,10 @@ def _channel(project: Project, opts: config.Options) -> tuple[str, str | None, s
     return address(load, str(project.config_file))
 
 
+# get_merged_config() and start() spell their keyword parameters out rather than take
+# ``**kwargs: Unpack[StartOptions]``: help(), IDEs and inspect.signature show them, and
+# Unpack needs Python 3.11. The logic is shared (_options, cli.run_options); the lists
+# are kept equal by tests/client/test_run_options.py.
 def get_merged_config(
     *,
     project_dir: str | Path | None = None,

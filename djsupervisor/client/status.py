@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol import RUNNING_STATES
-from .supervisor import ProcessInfo, Supervisor
+from .info import ProcessInfo
+from .supervisor import Supervisor
 
 #: supervisorctl's ``status`` exit code when a selected process is not running (LSB).
 NOT_RUNNING = 3

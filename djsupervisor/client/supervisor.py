@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import datetime
 import os
 import signal as signals
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 from ..errors import (
     NoSuchProcess,
@@ -23,76 +20,16 @@ from ..errors import (
     SupervisorError,
 )
 from ..protocol import (
-    HEALTH_KEY,
     NEVER_STARTS,
     STARTING_STATES,
-    STATES,
     SUCCESS,
-    State,
 )
 from .channel import Channel, fault_error
+from .info import ProcessInfo, UpdateResult, with_stats
+from .lifecycle import POLL, exit_reason, pid_alive, wait_for
 
-_POLL = 0.02
 #: How long a SIGTERMed supervisord gets to stop its programs before SIGKILL.
 STOP_GRACE = 20.0
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """One process as supervisord sees it (``getProcessInfo``)."""
-
-    name: str
-    group: str
-    state: State
-    pid: int | None
-    started_at: datetime.datetime | None
-    stopped_at: datetime.datetime | None
-    exitstatus: int
-    description: str
-    stdout_logfile: Path | None
-    stderr_logfile: Path | None
-    #: The health check's verdict (``starting``, ``healthy``, ``unhealthy``), if it has one.
-    health: str | None = None
-    #: CPU use of the process and its children (percent of one core), measured by
-    #: ``status(stats=True)``; None when not running or not measured.
-    cpu_percent: float | None = None
-    #: Resident memory of the process and its children, in bytes (as ``cpu_percent``).
-    rss: int | None = None
-
-    @property
-    def namespec(self) -> str:
-        """The name supervisorctl shows: ``name``, or ``group:name`` inside a group."""
-        return self.name if self.group == self.name else f"{self.group}:{self.name}"
-
-    @classmethod
-    def from_rpc(cls, info: dict[str, Any]) -> ProcessInfo:
-        state = str(info["statename"])
-        return cls(
-            name=str(info["name"]),
-            group=str(info["group"]),
-            state=cast(State, state if state in STATES else "UNKNOWN"),
-            pid=int(info["pid"]) or None,
-            started_at=_timestamp(info["start"]),
-            stopped_at=_timestamp(info["stop"]),
-            exitstatus=int(info["exitstatus"]),
-            description=str(info["description"]),
-            stdout_logfile=Path(info["stdout_logfile"]) if info["stdout_logfile"] else None,
-            stderr_logfile=Path(info["stderr_logfile"]) if info["stderr_logfile"] else None,
-            health=str(info[HEALTH_KEY]) if info.get(HEALTH_KEY) else None,
-        )
-
-
-@dataclass(frozen=True)
-class UpdateResult:
-    """The process groups ``update`` added, changed (restarted) and removed."""
-
-    added: tuple[str, ...] = ()
-    changed: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-
-
-def _timestamp(value: int) -> datetime.datetime | None:
-    return datetime.datetime.fromtimestamp(value, datetime.timezone.utc) if value else None
 
 
 def _check_results(results: Iterable[dict[str, Any]]) -> None:
@@ -105,20 +42,6 @@ def _check_results(results: Iterable[dict[str, Any]]) -> None:
         raise first
     names = ", ".join(f"{r['group']}:{r['name']} ({r['description']})" for r in failures)
     raise type(first)(f"{len(failures)} processes failed: {names}")
-
-
-def pid_alive(pid: int) -> bool:
-    """Tell whether ``pid`` runs (a zombie, already dead but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, IndexError):
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 def _sig_name(sig: int | str) -> str:
@@ -200,7 +123,7 @@ class Supervisor:
         """
         infos = [ProcessInfo.from_rpc(i) for i in self._call("supervisor.getAllProcessInfo")]
         if not names or "all" in names:
-            return _with_stats(infos) if stats else infos
+            return with_stats(infos) if stats else infos
         selected: list[ProcessInfo] = []
         for name in names:
             group, _, process = name.partition(":") if ":" in name else (name, "", name)
@@ -211,7 +134,7 @@ class Supervisor:
                 what = "group" if process in ("", "*") else "process"
                 raise NoSuchProcess(f"no such {what}: {name}")
             selected.extend(m for m in matches if m not in selected)
-        return _with_stats(selected) if stats else selected
+        return with_stats(selected) if stats else selected
 
     def commands(self) -> dict[str, str]:
         """Return each process's command line, by namespec (``getAllConfigInfo``)."""
@@ -308,7 +231,7 @@ class Supervisor:
             if time.monotonic() >= deadline:
                 late = ", ".join(f"{i.namespec} {i.state}" for i in infos if i.state != "RUNNING")
                 raise SupervisorError(f"not RUNNING after {timeout:g} s: {late}")
-            time.sleep(_POLL)
+            time.sleep(POLL)
 
     def wait_healthy(self, *names: str, timeout: float = 30.0) -> list[ProcessInfo]:
         """Wait until every process (of ``names``) with a health check is healthy.
@@ -331,7 +254,7 @@ class Supervisor:
             if time.monotonic() >= deadline:
                 verdicts = ", ".join(f"{i.namespec} {i.health}" for i in late)
                 raise SupervisorError(f"not healthy after {timeout:g} s: {verdicts}")
-            time.sleep(_POLL)
+            time.sleep(POLL)
 
     def _wait_autostarted(self, timeout: float) -> None:
         """Wait until every autostart process has left STARTING (and BACKOFF)."""
@@ -362,7 +285,7 @@ class Supervisor:
             if time.monotonic() >= deadline:
                 names = ", ".join(f"{i.namespec} {i.state}" for i in pending)
                 raise SupervisorError(f"programs still starting after {timeout:g} s: {names}")
-            time.sleep(_POLL)
+            time.sleep(POLL)
 
     def update(self, *, wait: bool = True, timeout: float = 30.0) -> UpdateResult:
         """Re-read the configuration and apply it, as ``supervisorctl update`` does.
@@ -408,7 +331,7 @@ class Supervisor:
             self._raise_if_exited("supervisord exited while reloading")
             if time.monotonic() >= deadline:
                 raise StartError(f"supervisord did not come back within {timeout:g} s: {last}")
-            time.sleep(_POLL)
+            time.sleep(POLL)
         if wait:
             self._wait_autostarted(max(deadline - time.monotonic(), 0.0))
 
@@ -448,9 +371,9 @@ class Supervisor:
                 raise SupervisorError(
                     f"supervisord did not stop within {timeout:g} s; killed it"
                 ) from None
-        elif server_pid is not None and not _wait_for(lambda: not pid_alive(server_pid), deadline):
+        elif server_pid is not None and not wait_for(lambda: not pid_alive(server_pid), deadline):
             raise SupervisorError(f"supervisord (pid {server_pid}) still runs after {timeout:g} s")
-        if not _wait_for(lambda: not any(pid_alive(p) for p in pids), deadline):
+        if not wait_for(lambda: not any(pid_alive(p) for p in pids), deadline):
             alive = [p for p in pids if pid_alive(p)]
             if self._process is None:
                 raise SupervisorError(f"processes still running after {timeout:g} s: {alive}")
@@ -471,38 +394,3 @@ class Supervisor:
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signals.SIGKILL)
-
-
-def _with_stats(infos: list[ProcessInfo]) -> list[ProcessInfo]:
-    """``infos`` with the CPU and memory of the running ones measured."""
-    from . import stats
-
-    usage = stats.measure(info.pid for info in infos if info.pid)
-    return [
-        dataclasses.replace(info, cpu_percent=u.cpu_percent, rss=u.rss)
-        if info.pid and (u := usage.get(info.pid)) is not None
-        else info
-        for info in infos
-    ]
-
-
-def _wait_for(predicate: Callable[[], bool], deadline: float) -> bool:
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL)
-    return True
-
-
-def exit_reason(code: int | None, console_log: Path | None, what: str, offset: int = 0) -> str:
-    """The last line supervisord printed before it exited (the CommandError message)."""
-    last = ""
-    if console_log is not None:
-        with contextlib.suppress(OSError), console_log.open("rb") as stream:
-            stream.seek(offset)
-            lines = stream.read().decode("utf-8", "replace").splitlines()
-            last = next((line.strip() for line in reversed(lines) if line.strip()), "")
-    if last.startswith("CommandError: "):
-        return last[len("CommandError: ") :]
-    detail = f": {last}" if last else ""
-    return f"{what} (exit status {code}){detail}"

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.crypto import salted_hmac
 
-from .. import config
+from .. import cli, config
 from ..conf import conf
 from ..errors import ConfigError, MissingConfigFile, NoCommand, UnknownName
 from . import envfiles, render
@@ -182,6 +182,8 @@ def template_context(
         "RUNTIME_DIR": str(project.runtime_dir),
         "PYTHON": sys.executable,
         "SUPERVISOR_OPTIONS": dataclasses.asdict(options),
+        # The same options as command-line words, for programs that run manage.py again.
+        "SUPERVISOR_ARGS": cli.conf_command_line(options),
         "settings": settings,
         "environ": {**os.environ, **(env or {})},
     }

@@ -19,7 +19,8 @@ import pytest
 
 from djsupervisor import config
 from djsupervisor.autoreload import watcher as autoreload
-from djsupervisor.autoreload.watcher import Selector, Target, select_targets, signal_name
+from djsupervisor.autoreload.reloaders import ProjectStatReloader, Selector
+from djsupervisor.autoreload.targets import PROGRAM, Target, select_targets, signal_name
 from djsupervisor.client import ctl
 from tests.utils import Project, ctl_section, make_project, sleeper
 
@@ -240,7 +241,7 @@ def test_when_the_watcher_is_configured(tmp_path: Path, projects: list[Project])
     assert section is not None
     assert section["command"] == (
         f'"{sys.executable}" "{project.path}/manage.py" supervisor autoreload '
-        f'"--project-dir={project.path}" "--exclude=db" "--autoreload=web" "--autoreload=db"'
+        f'"--project-dir={project.path}" --exclude=db --autoreload=web --autoreload=db'
     )
     assert section["autoreload"] == "false"
     other = project.write("other.conf", conf)
@@ -358,7 +359,7 @@ def test_selector_walks_and_classifies(tmp_path: Path) -> None:
     assert selector.kind(root / "app/page.html") is None
     assert selector.kind(tmp_path / "elsewhere.py") is None
     assert selector.kind(tmp_path / "loaded.py", modules={tmp_path / "loaded.py"}) == "code"
-    assert autoreload.PROGRAM == "autoreload"
+    assert PROGRAM == "autoreload"
 
 
 def test_polling_reloader_reports_changed_new_and_deleted_files(tmp_path: Path) -> None:
@@ -366,7 +367,7 @@ def test_polling_reloader_reports_changed_new_and_deleted_files(tmp_path: Path) 
     (root / "app").mkdir(parents=True)
     (root / "app/views.py").write_text("")
     (root / "app/gone.py").write_text("")
-    reloader = autoreload.ProjectStatReloader(Selector(roots=[root], sources=set()))
+    reloader = ProjectStatReloader(Selector(roots=[root], sources=set()))
     reloader.SLEEP_TIME = 0
     seen: list[Path] = []
     reloader.notify_file_changed = seen.append  # type: ignore[method-assign]

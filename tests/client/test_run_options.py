@@ -98,7 +98,7 @@ def test_start_passes_env_file_pidfile_logfile_and_autoreload_names(
     with override_settings(DEBUG=True):  # the watcher program is on: it gets them too
         merged = djsupervisor.get_merged_config(**options)  # type: ignore[arg-type]
     assert f"pidfile = {pidfile}\n" in merged and f"logfile = {logfile}\n" in merged
-    assert f'"--env-file={env}" "--autoreload=env"' in merged
+    assert f"--autoreload=env --env-file={env}" in merged
 
     handle = djsupervisor.start(**options)  # type: ignore[arg-type]
     try:
