@@ -121,9 +121,8 @@ def validate(project: Project, opts: config.Options, *, supervisord: bool = True
     ``supervisord``, the last step is left to the caller, which is about to run it anyway.
     """
     from .conf import conf
-    from .config import rules, rundir
+    from .config import parser, rules, rundir
     from .config.project import merged_sections
-    from .server import runtime
 
     conf.validate()  # every setting's type, also those this run would read only later
     merged = merged_sections(project, opts)
@@ -137,7 +136,7 @@ def validate(project: Project, opts: config.Options, *, supervisord: bool = True
     # default. Until it does, check the same values against an existing directory.
     checked = merged if exists else rundir.standing_in(merged, project.runtime_dir)
     try:
-        runtime.build_options(
+        parser.parse_options(
             lambda: checked, str(project.config_file), runtime_dir=str(project.runtime_dir)
         )
     except ConfigError as error:

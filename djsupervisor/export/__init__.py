@@ -81,9 +81,9 @@ class Program:
 
 def _process_configs(merged: config.Merged, configfile: str) -> dict[str, list[Any]]:
     """supervisord's ``ProcessConfig``s per program section name."""
-    from ..server import runtime
+    from ..config import parser
 
-    options = runtime.build_options(lambda: merged, configfile)
+    options = parser.parse_options(lambda: merged, configfile)
     found: dict[str, list[Any]] = {}
     for group in options.process_group_configs:
         members = [group.name]

@@ -3,30 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
-import re
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 from django.db import connections
 from supervisor import events, loggers
 from supervisor.medusa import asyncore_25 as asyncore
-from supervisor.options import ServerOptions
 from supervisor.states import SupervisorStates
 
-from .. import config
-from ..config import programenv, rules, rundir
-from ..errors import ConfigError, StartError
+from ..config import parser, programenv, rundir
+from ..config.parser import Loader
+from ..errors import StartError
 from . import capture, guard, limits, rpc, spawn
 from .console import Console, ConsoleLogHandler
 from .logguard import LogGuard, guard_logger
 from .loop import ProjectSupervisor
-
-Loader = Callable[[], config.Merged]
 
 #: The signals supervisord takes over (options.setsignals) and never gives back.
 HANDLED_SIGNALS = (
@@ -38,23 +33,6 @@ HANDLED_SIGNALS = (
     signal.SIGUSR2,
 )
 
-_SECTION_FILE_RE = re.compile(r" in section '(?P<section>[^']+)' \(file: '[^']*'\)")
-
-
-def explain(message: str, merged: config.Merged) -> str:
-    """Point a supervisord error at the file, section and option it came from."""
-    match = _SECTION_FILE_RE.search(message)
-    if match is None:
-        return message
-    section = match.group("section")
-    values = merged.sections.get(section, {})
-    culprit = next(
-        (f" (option {key} = {value})" for key, value in values.items() if repr(value) in message),
-        "",
-    )
-    head = message[: match.start()] + message[match.end() :]
-    return f"{merged.where(section)}: [{section}]{culprit}: {head}"
-
 
 class Detached(Exception):
     """Raised in the parent after supervisord forked into the background."""
@@ -64,13 +42,9 @@ class Detached(Exception):
         self.pid = pid
 
 
-class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
-    """supervisord's options, read from the merged config instead of a file.
-
-    ``configfile`` is a virtual path (the project's config file, which need not exist)
-    so ``%(here)s`` and ``[include]`` resolve against the project. Every (re)load, be it
-    startup, SIGHUP, ``reload``, ``reread`` or ``update``, renders all sources afresh.
-    """
+class ProjectServerOptions(parser.ParsingOptions):
+    """supervisord's options for running it here: the parser's, plus logging, the pid
+    file, spawning, daemonizing, signals and the reload check."""
 
     watchdog: guard.Watchdog | None = None
     rpcinterface_factories: list[Any]
@@ -88,37 +62,15 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         runtime_dir: str | None = None,
         log_guard: LogGuard | None = None,
     ) -> None:
-        super().__init__()
-        self.runtime_dir = runtime_dir
-        self._load = load
+        super().__init__(load, configfile, runtime_dir=runtime_dir)
         self.project_dir = project_dir
-        self.configfile = configfile
         self.hangup_stops = hangup_stops
         self.console = console
         self._mood = SupervisorStates.RUNNING
-        self.rules: dict[str, rules.Rules] = {}
-        self.ctl_credentials: dict[str, str] = {}
         self.supervisord_pid = os.getpid()
         self.supervisord_uid = os.getuid()
         self.log_guard = log_guard or LogGuard()
         self.log_guard.report = self._report_dropped_logs
-
-    def read_config(self, fp: Any) -> Any:
-        try:
-            merged = self._load()
-            self.rules = rules.parse_rules(merged)
-        except ConfigError as error:
-            raise ValueError(str(error)) from None
-        ctl = merged.sections.get("supervisorctl", {})
-        self.ctl_credentials = {
-            f"SUPERVISOR_{key.upper()}": ctl[key] for key in ("username", "password") if key in ctl
-        }
-        stream = io.StringIO(config.serialize(merged.sections))
-        stream.name = self.configfile
-        try:
-            return super().read_config(stream)
-        except ValueError as error:
-            raise ValueError(explain(str(error), merged)) from None
 
     @property
     def mood(self) -> int:
@@ -144,10 +96,6 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
 
     def realize(self, *args: Any, **kwargs: Any) -> None:
         super().realize(*args, **kwargs)
-        try:
-            rundir.check_files(self, self.runtime_dir)
-        except ValueError as error:
-            self.usage(str(error))
         factories: list[Any] = self.rpcinterface_factories
         self.rpcinterface_factories = rpc.swap_factories(factories)
 
@@ -156,25 +104,10 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
         # Set on every (re)read alike, so reread/update see no spurious changes.
         for group in self.process_group_configs:
             for process in group.process_configs:
-                program = getattr(process, "program_name", group.name)
-                oneshot = self.rules.get(program, rules.Rules()).oneshot
                 if self.console is not None and not self.console.quiet:
                     capture.tap(process, self.console)
                 if self.project_dir is not None:
                     programenv.apply(process, self.project_dir)
-                if oneshot:
-                    # Runs once to completion: success is an expected exit code.
-                    process.autorestart = False
-                    process.startsecs = 0
-
-    def processes_from_section(
-        self, parser: Any, section: str, group_name: str, klass: Any = None
-    ) -> list[Any]:
-        processes: list[Any] = super().processes_from_section(parser, section, group_name, klass)
-        for process in processes:
-            # Orchestration rules are per [program:x]; a [group:g] renames its group.
-            process.program_name = section.split(":", 1)[1]
-        return processes
 
     def make_logger(self) -> None:
         # supervisord opens its log file unchecked: a bad path would be a traceback.
@@ -240,15 +173,6 @@ class ProjectServerOptions(ServerOptions):  # type: ignore[misc]
             self.logger.warn(msg)
         for msg in self.parse_infos:
             self.logger.info(msg)
-
-    def usage(self, msg: str) -> NoReturn:
-        # supervisord would print usage and sys.exit(2): make it a clean error instead.
-        raise ConfigError(str(msg).splitlines()[0] if msg else "invalid configuration")
-
-    def cleanup_fds(self) -> None:
-        # supervisord closes fds 5-1024 on every restart round; in our process they
-        # belong to Django (database sockets) and to our lock file.
-        pass
 
     def get_signal(self) -> int | None:
         sig: int | None = super().get_signal()
