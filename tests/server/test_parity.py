@@ -111,8 +111,10 @@ def test_daemonize_right_after_shutdown_waits_for_the_previous_instance(
     out, err, code = project.manage("supervisor", "--daemonize")
     assert (err, code) == ("", 0), out
     assert "supervisord is running in the background" in out
-    # It started only once the previous one had gone.
-    assert server.poll() == 0
+    # It started only once the previous one had released the instance lock, which it
+    # holds until every program has stopped; its process then exits cleanly (it may
+    # still be finishing up, so wait rather than poll).
+    assert server.wait(timeout=10) == 0
     project.wait_running("slow")
 
 
