@@ -91,6 +91,7 @@ def run_forever(supervisord: Any) -> None:
             _register(poller, activity.touched_dispatchers())
 
         r, w = poller.poll(timeout)
+        activity.socket_event = any(fd in socket_map for fd in r)
         maps = (process_map, socket_map)
         _handle(supervisord, r, maps, read=True)
         _handle(supervisord, w, maps, read=False)
