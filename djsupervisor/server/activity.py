@@ -56,7 +56,7 @@ class Activity:
         self._budget = SPAWN_BUDGET
         #: Set by the loop: whether a client is connected to a control channel.
         self.talking: Callable[[], bool] = lambda: False
-        #: Set by the loop each round: a socket (a new connection, a request) was ready.
+        #: Set by the loop each round: a control socket (a new connection, a request) was ready.
         self.socket_event = False
         #: When this round's spawning must stop (None: not decided yet this round).
         self._slice_end: float | None = None

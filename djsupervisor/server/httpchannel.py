@@ -20,6 +20,7 @@ import socket
 from typing import Any
 
 from supervisor.http import deferring_http_channel
+from supervisor.medusa.http_server import http_server
 
 SEND_SIZE = 1 << 20
 
@@ -50,6 +51,14 @@ def talking(socket_map: dict[int, Any]) -> bool:
     connection kept open by an idle client only makes start-up rounds shorter.
     """
     return any(isinstance(channel, WholeAnswerChannel) for channel in list(socket_map.values()))
+
+
+def requested(socket_map: dict[int, Any], readable: list[int]) -> bool:
+    """Whether a control server or channel is among the ``readable`` descriptors.
+
+    A new connection or a request: not the signal wake-up pipe or the console.
+    """
+    return any(isinstance(socket_map.get(fd), (http_server, WholeAnswerChannel)) for fd in readable)
 
 
 def install(httpservers: Any) -> None:
