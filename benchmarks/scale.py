@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import console
 from .harness import Pid, cpu_seconds, run_worker, stock_command
 from .project import BenchProject
 from .registry import Context, Figure, Target, benchmark
@@ -357,4 +358,35 @@ def many(ctx: Context) -> list[Figure]:
             "supervisorctl status (its own server)",
             Target("ours", 2.0),
         ),
+    ]
+
+
+CONSOLE_MIB = 20
+
+
+@benchmark(
+    "scale.console",
+    "20 MiB of 80-byte lines: to the console and the log file vs stock supervisord's log "
+    "file alone (issue 16's row; console.throughput has the 200 MiB and honcho rows)",
+)
+def console_row(ctx: Context) -> list[Figure]:
+    sides = console.Sides(ctx, CONSOLE_MIB * console.MIB // (console.BLOCK_LINES * console.LINE))
+    runs = ctx.reps(3, 5)
+    seconds: dict[str, list[float]] = {"ours": [], "peer": []}
+    for run in range(runs):
+        # Alternate who goes first, so drifting background load hits both alike.
+        pair = [("ours", sides.ours), ("peer", sides.supervisord)]
+        for key, side in pair if run % 2 == 0 else reversed(pair):
+            seconds[key].append(side().seconds)
+    return [
+        Figure(
+            f"{CONSOLE_MIB} MiB of 80-byte lines: console and log file vs log file only "
+            f"(median of {runs})",
+            "s",
+            statistics.median(seconds["ours"]),
+            statistics.median(seconds["peer"]),
+            "supervisord -n, log file",
+            Target("ratio", console.SUPERVISORD_RATIO),
+            seconds,
+        )
     ]

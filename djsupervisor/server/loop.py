@@ -133,6 +133,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         self.activity.subscribe()
         self.options.inherited_fds = InheritedFds()
         httpchannel.install(self.options.httpservers)
+        self.activity.talking = lambda: httpchannel.talking(socket_map)
         console = self.options.console
         if console is not None:
             socket_map[console.fd] = ConsoleDispatcher(console)

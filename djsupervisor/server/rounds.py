@@ -18,6 +18,8 @@ from supervisor import events
 from supervisor.medusa import asyncore_25 as asyncore
 from supervisor.states import SupervisorStates
 
+from . import httpchannel
+
 
 def _register(poller: Any, items: Any) -> None:
     for fd, dispatcher in items:
@@ -91,6 +93,7 @@ def run_forever(supervisord: Any) -> None:
             _register(poller, activity.touched_dispatchers())
 
         r, w = poller.poll(timeout)
+        activity.socket_event = httpchannel.requested(socket_map, r)
         maps = (process_map, socket_map)
         _handle(supervisord, r, maps, read=True)
         _handle(supervisord, w, maps, read=False)
