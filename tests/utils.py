@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,17 +86,30 @@ class Project:
         )
         return proc.stdout, proc.stderr, proc.returncode
 
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        """Start ``manage.py supervisor ARGS`` in the foreground, in its own session."""
+    def start(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        preexec_fn: Callable[[], object] | None = None,
+        pass_fds: Sequence[int] = (),
+        **env: str,
+    ) -> subprocess.Popen[str]:
+        """Start ``manage.py supervisor ARGS`` in the foreground, in its own session.
+
+        ``cwd`` (default: the project), ``preexec_fn`` and ``pass_fds`` go to ``Popen`` for
+        the tests that start it from elsewhere, with other limits, or with an inherited fd.
+        """
         proc = subprocess.Popen(
             [sys.executable, str(self.path / "manage.py"), "supervisor", *args],
-            cwd=self.path,
+            cwd=cwd or self.path,
             env=self.env(**env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=preexec_fn,
+            pass_fds=pass_fds,
         )
         self.started.append(proc)
         return proc

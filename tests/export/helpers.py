@@ -4,12 +4,19 @@ running the exporters in-process, and the checks the schemas cannot make."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import yaml
 from django.core.management import call_command
+
+from tests.utils import REPO
 
 #: Every row of the README's mapping table, once.
 CONF = """\
@@ -72,6 +79,25 @@ def run_export(*args: str) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
     call_command("supervisor", "export", *args, stdout=out, stderr=err)
     return out.getvalue(), err.getvalue()
+
+
+def export_demo(site: Path, conf: str, kind: str, image: str) -> str:
+    """Copy the demo project to ``site`` with ``conf`` as its supervisord.conf and export it
+    with its own ``manage.py`` (a separate process, as a user would): the exporter's stdout."""
+    shutil.copytree(REPO / "tests" / "demo", site, ignore=shutil.ignore_patterns("*.sqlite3"))
+    (site / "supervisord.conf").write_text(conf)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(REPO)
+    exported = subprocess.run(
+        [sys.executable, "manage.py", "supervisor", "export", kind, "--image", image],
+        cwd=site,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert exported.returncode == 0, exported.stderr
+    return exported.stdout
 
 
 def compose(*args: str) -> tuple[dict[str, Any], str]:

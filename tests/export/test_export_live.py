@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.export.helpers import export_demo
 from tests.utils import REPO, wait_for
 
 yaml = pytest.importorskip("yaml", reason="pip install -e '.[export-test]'")
@@ -165,21 +166,8 @@ class Up:
 def bring_up(daemon: Daemon, tmp_path: Path, migrate: str, path: str, retries: int) -> Up:
     """Export the demo with this config and ``docker-compose up -d`` it; then take it down."""
     site = tmp_path / "site"
-    shutil.copytree(REPO / "tests" / "demo", site, ignore=shutil.ignore_patterns("*.sqlite3"))
     conf = CONF.format(migrate=migrate, port=PORT, path=path, retries=retries)
-    (site / "supervisord.conf").write_text(conf)
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env["PYTHONPATH"] = str(REPO)
-    exported = subprocess.run(
-        [sys.executable, "manage.py", "supervisor", "export", "compose", "--image", IMAGE],
-        cwd=site,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert exported.returncode == 0, exported.stderr
-    document = yaml.safe_load(exported.stdout)
+    document = yaml.safe_load(export_demo(site, conf, "compose", IMAGE))
     assert document.pop("name") == "site"  # compose 1.29.2 predates name: (-p instead)
     (site / "compose.yaml").write_text(yaml.safe_dump(document))
     mounts = sorted({"/usr", sys.base_prefix, sys.prefix, str(REPO)})

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.export.helpers import export_demo
 from tests.utils import REPO, wait_for
 
 yaml = pytest.importorskip("yaml", reason="pip install -e '.[export-test]'")
@@ -114,28 +115,16 @@ def test_kube_play_runs_the_exported_web_program(podman: list[str], tmp_path: Pa
 
     port = free_port()
     site = tmp_path / "site"
-    shutil.copytree(REPO / "tests" / "demo", site, ignore=shutil.ignore_patterns("*.sqlite3"))
-    (site / "supervisord.conf").write_text(
+    conf = (
         "[program:web]\n"
         f"command={{{{ PYTHON }}}} {{{{ PROJECT_DIR }}}}/manage.py runserver 127.0.0.1:{port}"
         " --noreload\n"
         "directory={{ PROJECT_DIR }}\n"
         f"healthcheck=http://127.0.0.1:{port}/\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env["PYTHONPATH"] = str(REPO)
-    exported = subprocess.run(
-        [sys.executable, "manage.py", "supervisor", "export", "kubernetes", "--image", IMAGE],
-        cwd=site,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert exported.returncode == 0, exported.stderr
     documents = [
         d
-        for d in yaml.safe_load_all(exported.stdout)
+        for d in yaml.safe_load_all(export_demo(site, conf, "kubernetes", IMAGE))
         if d["kind"] in ("ConfigMap", "Deployment")  # what podman 4.3.1 runs
     ]
     assert {d["metadata"]["name"] for d in documents} >= {"site-env", "site-web"}

@@ -158,17 +158,7 @@ def test_programs_run_in_the_project_dir_with_our_scripts_first_on_path(
     elsewhere.mkdir()
     scripts = str(Path(sys.executable).parent)
     # No virtualenv on PATH, and typed from another directory.
-    server = subprocess.Popen(
-        [sys.executable, str(project.path / "manage.py"), "supervisor"],
-        cwd=elsewhere,
-        env=project.env(PATH="/usr/bin:/bin"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    project.started.append(server)
+    server = project.start(cwd=elsewhere, PATH="/usr/bin:/bin")
     reader = LineReader(server)
     reader.wait_for("| plain ")
     reader.wait_for("| own ")
