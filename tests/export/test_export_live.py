@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.export.helpers import export_demo
 from tests.utils import REPO, wait_for
 
 yaml = pytest.importorskip("yaml", reason="pip install -e '.[export-test]'")
+
+from tests.export.helpers import export_demo  # noqa: E402 (helpers needs yaml)
 
 COMPOSE = os.environ.get("DJSUPERVISOR_COMPOSE") or shutil.which("docker-compose")
 DOCKER = shutil.which("docker")

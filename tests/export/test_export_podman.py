@@ -24,10 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.export.helpers import export_demo
 from tests.utils import REPO, wait_for
 
 yaml = pytest.importorskip("yaml", reason="pip install -e '.[export-test]'")
+
+from tests.export.helpers import export_demo  # noqa: E402 (helpers needs yaml)
 
 PODMAN = shutil.which("podman")
 REQUIRED = os.environ.get("DJSUPERVISOR_PODMAN") == "1"
