@@ -83,15 +83,21 @@ startsecs=0
 """
 
 
-def test_actions_while_shutting_down_say_so_in_one_line(
-    tmp_path: Path, projects: list[Project]
-) -> None:
+def shutting_down(tmp_path: Path, projects: list[Project]) -> tuple[Project, subprocess.Popen[str]]:
+    """A foreground supervisord told to shut down, its slow program still stopping (~4 s)."""
     project = make_project(tmp_path, SLOW_CONF)
     projects.append(project)
     server = project.start()
     project.wait_running("slow")
     out, err, code = project.manage("supervisor", "shutdown")
     assert code == 0, (out, err)
+    return project, server
+
+
+def test_actions_while_shutting_down_say_so_in_one_line(
+    tmp_path: Path, projects: list[Project]
+) -> None:
+    project, server = shutting_down(tmp_path, projects)
     for action in (["status"], ["stop", "slow"], ["tail", "slow"]):
         out, err, code = project.manage("supervisor", *action)
         assert server.poll() is None, "the test needs supervisord still shutting down"
@@ -102,12 +108,7 @@ def test_actions_while_shutting_down_say_so_in_one_line(
 def test_daemonize_right_after_shutdown_waits_for_the_previous_instance(
     tmp_path: Path, projects: list[Project]
 ) -> None:
-    project = make_project(tmp_path, SLOW_CONF)
-    projects.append(project)
-    server = project.start()
-    project.wait_running("slow")
-    out, err, code = project.manage("supervisor", "shutdown")
-    assert code == 0, (out, err)
+    project, server = shutting_down(tmp_path, projects)
     out, err, code = project.manage("supervisor", "--daemonize")
     assert (err, code) == ("", 0), out
     assert "supervisord is running in the background" in out
