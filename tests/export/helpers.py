@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,28 @@ def export_demo(site: Path, conf: str, kind: str, image: str) -> str:
     )
     assert exported.returncode == 0, exported.stderr
     return exported.stdout
+
+
+def import_skeleton(root: Path, importer: Sequence[str], image: str, **run: Any) -> None:
+    """Import, as ``image``, an image with only the ``/usr`` symlinks: the host's files are
+    mounted at run time. ``importer`` is ``docker import -c`` or ``podman import --change``."""
+    for folder in ("usr", "etc", "tmp", "proc", "sys", "dev"):
+        (root / folder).mkdir(parents=True)
+    (root / "tmp").chmod(0o1777)
+    for link in ("bin", "lib", "lib64", "sbin"):
+        (root / link).symlink_to(f"usr/{link}")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
+        subprocess.run(
+            [*importer, "ENV PATH=/usr/local/bin:/usr/bin:/bin", "-", image],
+            stdin=tar.stdout,
+            check=True,
+            capture_output=True,
+            timeout=120,
+            **run,
+        )
+    assert tar.returncode == 0
 
 
 def compose(*args: str) -> tuple[dict[str, Any], str]:

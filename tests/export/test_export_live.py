@@ -29,7 +29,7 @@ from tests.utils import REPO, wait_for
 
 yaml = pytest.importorskip("yaml", reason="pip install -e '.[export-test]'")
 
-from tests.export.helpers import export_demo  # noqa: E402 (helpers needs yaml)
+from tests.export.helpers import export_demo, import_skeleton  # noqa: E402 (helpers needs yaml)
 
 COMPOSE = os.environ.get("DJSUPERVISOR_COMPOSE") or shutil.which("docker-compose")
 DOCKER = shutil.which("docker")
@@ -136,25 +136,8 @@ def dockerd() -> Iterator[Daemon]:
 
 def skeleton(daemon: Daemon) -> None:
     """An image with only the ``/usr`` symlinks: the host's files are mounted at run time."""
-    root = daemon.work / "skel"
-    for folder in ("usr", "etc", "tmp", "proc", "sys", "dev"):
-        (root / folder).mkdir(parents=True)
-    (root / "tmp").chmod(0o1777)
-    for link in ("bin", "lib", "lib64", "sbin"):
-        (root / link).symlink_to(f"usr/{link}")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\n")
     assert DOCKER is not None
-    with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
-        subprocess.run(
-            [DOCKER, "import", "-c", "ENV PATH=/usr/local/bin:/usr/bin:/bin", "-", IMAGE],
-            stdin=tar.stdout,
-            env=daemon.env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    assert tar.returncode == 0
+    import_skeleton(daemon.work / "skel", [DOCKER, "import", "-c"], IMAGE, env=daemon.env)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from tests.utils import REPO, wait_for
 
 yaml = pytest.importorskip("yaml", reason="pip install -e '.[export-test]'")
 
-from tests.export.helpers import export_demo  # noqa: E402 (helpers needs yaml)
+from tests.export.helpers import export_demo, import_skeleton  # noqa: E402 (helpers needs yaml)
 
 PODMAN = shutil.which("podman")
 REQUIRED = os.environ.get("DJSUPERVISOR_PODMAN") == "1"
@@ -97,22 +97,7 @@ def host_volumes(documents: list[dict[str, Any]], paths: list[str]) -> None:
 
 
 def test_kube_play_runs_the_exported_web_program(podman: list[str], tmp_path: Path) -> None:
-    work = tmp_path / "skel"
-    for folder in ("usr", "etc", "tmp", "proc", "sys", "dev"):
-        (work / folder).mkdir(parents=True)
-    (work / "tmp").chmod(0o1777)
-    for link in ("bin", "lib", "lib64", "sbin"):
-        (work / link).symlink_to(f"usr/{link}")
-    (work / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (work / "etc" / "group").write_text("root:x:0:\n")
-    with subprocess.Popen(["tar", "-C", str(work), "-c", "."], stdout=subprocess.PIPE) as tar:
-        subprocess.run(
-            [*podman, "import", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin", "-", IMAGE],
-            stdin=tar.stdout,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+    import_skeleton(tmp_path / "skel", [*podman, "import", "--change"], IMAGE)
 
     port = free_port()
     site = tmp_path / "site"
