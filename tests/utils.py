@@ -248,6 +248,14 @@ def descendants(roots: Iterable[int]) -> list[int]:
     return found
 
 
+def rss_kb(pid: int) -> int:
+    """Resident memory of ``pid`` in kB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -22,7 +22,7 @@ import pytest
 
 from djsupervisor.server.console import Console
 from djsupervisor.server.logguard import DropMeter, LogGuard
-from tests.utils import LineReader, Project, make_project, program, wait_for
+from tests.utils import LineReader, Project, make_project, program, rss_kb, wait_for
 
 TALKER = """\
 import sys, time
@@ -304,14 +304,6 @@ def test_console_drops_whole_lines_beyond_its_limit_and_says_so_once() -> None:
 CAP = 1024 * 1024
 
 
-def rss(pid: int) -> int:
-    """Resident set size of ``pid`` in bytes, from /proc/PID/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-
-
 def test_an_unread_console_pipe_keeps_memory_bounded(tmp_path: Path) -> None:
     go = tmp_path / "go"
     flood = program("flood.py", str(go), "10")
@@ -343,13 +335,13 @@ def test_an_unread_console_pipe_keeps_memory_bounded(tmp_path: Path) -> None:
     try:
         project.wait_running("flood")
         time.sleep(1)
-        idle = rss(server.pid)
+        idle = rss_kb(server.pid) * 1024
         go.touch()
         peak = idle
         log = project.path / "flood.log"
         ended = False
         while not ended:
-            peak = max(peak, rss(server.pid))
+            peak = max(peak, rss_kb(server.pid) * 1024)
             with contextlib.suppress(OSError), log.open("rb") as stream:
                 stream.seek(-4, os.SEEK_END)
                 ended = stream.read() == b"END\n"

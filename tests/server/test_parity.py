@@ -16,17 +16,9 @@ import supervisor
 
 import djsupervisor
 from djsupervisor import ConfigError
-from tests.utils import LineReader, Project, daemon_pids, make_project, sleeper
+from tests.utils import LineReader, Project, daemon_pids, make_project, rss_kb, sleeper
 
 FIXTURES = Path(supervisor.__file__).resolve().parent / "tests" / "fixtures"
-
-
-def rss_kb(pid: int) -> int:
-    """Resident memory of ``pid`` in kB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 # --- 1. event listeners never receive their own output ------------------------------------
