@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .harness import Processes, ProcessFailed, cpu_seconds, rss_mib, stock_command
-from .project import BenchProject, getconfig, make_project
+from .project import REPO, BenchProject, getconfig, make_project
 from .registry import Context, Figure, Target, benchmark
 
 LINE = 80
@@ -262,30 +262,12 @@ def throughput(ctx: Context) -> list[Figure]:
 
 # --- memory under an unread console ----------------------------------------------------
 
-FLOOD = """\
-import os, sys, time
-
-# Say we are up, wait for the go file, then write 50 MB/s of 80-byte lines.
-ready, go, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-open(ready, "w").close()
-while not os.path.exists(go):
-    time.sleep(0.02)
-block = b"".join(b"%08d %s\\n" % (i, b"f" * 70) for i in range(6250))  # 500 kB
-start = time.monotonic()
-sent = 0
-while time.monotonic() - start < seconds:
-    os.write(1, block)
-    sent += 1
-    ahead = sent * len(block) / 50e6 - (time.monotonic() - start)
-    if ahead > 0:
-        time.sleep(ahead)
-os.write(1, b"END\\n")
-time.sleep(3600)
-"""
+#: The flooder the unread-console test uses too (tests/programs/flood.py): both flood alike.
+FLOOD = REPO / "tests" / "programs" / "flood.py"
 
 FLOOD_CONF = """\
 [program:flood]
-command={{{{ PYTHON }}}} flood.py ready go {seconds}
+command={{{{ PYTHON }}}} {flood} go {seconds} ready
 directory={{{{ PROJECT_DIR }}}}
 startsecs=0
 autorestart=false
@@ -338,8 +320,8 @@ def shows_end(log: Path) -> bool:
 )
 def unread(ctx: Context) -> list[Figure]:
     seconds, cap = (5, 1 * MIB) if ctx.quick else (10, 16 * MIB)
-    project = make_project(ctx.workdir / "unread", conf=FLOOD_CONF.format(seconds=seconds))
-    (project.path / "flood.py").write_text(FLOOD)
+    conf = FLOOD_CONF.format(flood=FLOOD, seconds=seconds)
+    project = make_project(ctx.workdir / "unread", conf=conf)
     with (project.path / "benchproj" / "settings.py").open("a") as settings:
         settings.write(f"SUPERVISOR_CONSOLE_BUFFER = {cap}\n")
     merged = getconfig(project, "--noreload")

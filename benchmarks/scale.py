@@ -20,7 +20,7 @@ from pathlib import Path
 from . import console
 from .harness import Pid, cpu_seconds, run_worker, stock_command
 from .project import BenchProject
-from .registry import Context, Figure, Target, benchmark
+from .registry import Context, Figure, Target, Unit, benchmark
 from .runtime import PEER, RUNNING_LINE, Side, _time_command, setup
 from .speed import Manager, supervisord_sides
 
@@ -135,62 +135,36 @@ def start(ctx: Context) -> list[Figure]:
                 samples["status"][key].append(_time_command(status_argv[key], project, names))
             samples["stop"][key].append(_stop_until_gone(ctx, proc, pids))
     floor = _floor(ctx, project, count)
-    med = {k: {s: statistics.median(v[s]) for s in v} for k, v in samples.items()}
     n = f"{count:,} programs"
+
+    def medians(key: str, label: str, unit: Unit, target: Target, peer_name: str = PEER) -> Figure:
+        """Our median of samples[key] beside the peer's, with the raw samples."""
+        ours, peer = (statistics.median(samples[key][side]) for side in ("ours", "peer"))
+        return Figure(f"{label}, {n}", unit, ours, peer, peer_name, target, samples[key])
+
+    starts = medians("starts", "exec to all RUNNING", "s", Target("ratio", 0.5))
     return [
-        Figure(
-            f"exec to all RUNNING, {n}",
-            "s",
-            med["starts"]["ours"],
-            med["starts"]["peer"],
-            PEER,
-            Target("ratio", 0.5),
-            samples["starts"],
-        ),
+        starts,
         Figure(
             f"exec to all RUNNING vs posix_spawn loop + Django start-up, {n}",
             "s",
-            med["starts"]["ours"],
+            starts.ours,
             floor,
             "posix_spawn loop + manage.py version",
             Target("ratio", 1.5),
         ),
-        Figure(
-            f"spawn slowdown: first-10% rate / last-10% rate, {n}",
-            "x",
-            med["slowdown"]["ours"],
-            med["slowdown"]["peer"],
-            PEER,
-            Target("ours", 1.25),
-            samples["slowdown"],
+        medians(
+            "slowdown", "spawn slowdown: first-10% rate / last-10% rate", "x", Target("ours", 1.25)
         ),
-        Figure(
-            f"getAllProcessInfo over the unix socket, {n}",
+        medians("info", "getAllProcessInfo over the unix socket", "s", Target("ours", 0.1)),
+        medians(
+            "status",
+            "status, whole process",
             "s",
-            med["info"]["ours"],
-            med["info"]["peer"],
-            PEER,
-            Target("ours", 0.1),
-            samples["info"],
-        ),
-        Figure(
-            f"status, whole process, {n}",
-            "s",
-            med["status"]["ours"],
-            med["status"]["peer"],
+            Target("ours", 0.5),
             "supervisorctl status (its own server)",
-            Target("ours", 0.5),
-            samples["status"],
         ),
-        Figure(
-            f"SIGTERM to all gone, {n}",
-            "s",
-            med["stop"]["ours"],
-            med["stop"]["peer"],
-            PEER,
-            Target("ours", 0.5),
-            samples["stop"],
-        ),
+        medians("stop", "SIGTERM to all gone", "s", Target("ours", 0.5)),
     ]
 
 

@@ -10,13 +10,47 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 REPO = Path(__file__).resolve().parent.parent
+
+#: The settings a project needs for the admin and its Programs page (apps, middleware,
+#: templates with the request/auth/messages context), as the admin tests set them.
+ADMIN_APP_SETTINGS: dict[str, Any] = {
+    "INSTALLED_APPS": [
+        "django.contrib.admin",
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+        "django.contrib.staticfiles",
+        "djsupervisor",
+    ],
+    "MIDDLEWARE": [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+    ],
+    "TEMPLATES": [
+        {
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "APP_DIRS": True,
+            "OPTIONS": {
+                "context_processors": [
+                    "django.template.context_processors.request",
+                    "django.contrib.auth.context_processors.auth",
+                    "django.contrib.messages.context_processors.messages",
+                ]
+            },
+        }
+    ],
+}
 
 MANAGE_PY = """\
 #!/usr/bin/env python
@@ -86,17 +120,30 @@ class Project:
         )
         return proc.stdout, proc.stderr, proc.returncode
 
-    def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        """Start ``manage.py supervisor ARGS`` in the foreground, in its own session."""
+    def start(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        preexec_fn: Callable[[], object] | None = None,
+        pass_fds: Sequence[int] = (),
+        **env: str,
+    ) -> subprocess.Popen[str]:
+        """Start ``manage.py supervisor ARGS`` in the foreground, in its own session.
+
+        ``cwd`` (default: the project), ``preexec_fn`` and ``pass_fds`` go to ``Popen`` for
+        the tests that start it from elsewhere, with other limits, or with an inherited fd.
+        """
         proc = subprocess.Popen(
             [sys.executable, str(self.path / "manage.py"), "supervisor", *args],
-            cwd=self.path,
+            cwd=cwd or self.path,
             env=self.env(**env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=preexec_fn,
+            pass_fds=pass_fds,
         )
         self.started.append(proc)
         return proc
@@ -199,6 +246,14 @@ def descendants(roots: Iterable[int]) -> list[int]:
             found.append(child)
             stack.append(child)
     return found
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of ``pid`` in kB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def pid_alive(pid: int) -> bool:

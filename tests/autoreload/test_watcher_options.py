@@ -49,13 +49,18 @@ def watcher_argv(project: Project, *args: str) -> list[str]:
     return list(words[3:])
 
 
+def run_options(project: Project) -> tuple[Path, list[str]]:
+    """An env file and one run option of each kind (launch, nolaunch, exclude, env file, reload)."""
+    # A path supervisord's command parsing would break: a space, a quote and a %.
+    env = project.write("my env's 100%/dev.env", "GREETING=hi\n")
+    return env, ["-l", "job", "-n", "db", "-x", "gone", "--env-file", str(env), "-r", "web"]
+
+
 def test_getconfig_gives_the_watcher_every_run_option(
     tmp_path: Path, projects: list[Project]
 ) -> None:
     project = new_project(projects, tmp_path, CONF)
-    # A path supervisord's command parsing would break: a space, a quote and a %.
-    env = project.write("my env's 100%/dev.env", "GREETING=hi\n")
-    run = ["-l", "job", "-n", "db", "-x", "gone", "--env-file", str(env), "-r", "web"]
+    env, run = run_options(project)
     run += ["--pidfile", str(tmp_path / "sd.pid"), "--logfile", str(tmp_path / "sd.log")]
 
     opts = parse(["getconfig", *run])
@@ -70,8 +75,7 @@ def test_the_running_watcher_runs_with_the_runs_options(
     tmp_path: Path, projects: list[Project]
 ) -> None:
     project = new_project(projects, tmp_path, CONF)
-    env = project.write("my env's 100%/dev.env", "GREETING=hi\n")
-    run = ["-l", "job", "-n", "db", "-x", "gone", "--env-file", str(env), "-r", "web"]
+    env, run = run_options(project)
 
     running = watching(start(project, *run))
     pid = running.pid("autoreload")

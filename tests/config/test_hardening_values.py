@@ -287,18 +287,7 @@ def test_a_reload_needing_more_than_the_hard_limit_keeps_the_programs(
     marker = tmp_path / "started"
     project = make_project(tmp_path / "p", many(marker, 10))
     projects.append(project)
-    proc = subprocess.Popen(
-        [sys.executable, str(project.path / "manage.py"), "supervisor"],
-        cwd=project.path,
-        env=project.env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=nofile(64, 1024),
-    )
-    project.started.append(proc)
+    proc = project.start(preexec_fn=nofile(64, 1024))
     output = LineReader(proc)
     rpc = Rpc(project)
     names = {f"many-{n:03d}": "RUNNING" for n in range(10)}
@@ -358,18 +347,7 @@ def test_the_soft_limit_is_raised_so_every_program_starts(
     # ~300 x (3 pipe ends + 2 log files): more than supervisord's own minfds (1024).
     project = make_project(tmp_path / "p", many(marker, 300))
     projects.append(project)
-    proc = subprocess.Popen(
-        [sys.executable, str(project.path / "manage.py"), "supervisor", "--quiet"],
-        cwd=project.path,
-        env=project.env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=nofile(64, 4096),
-    )
-    project.started.append(proc)
+    proc = project.start("--quiet", preexec_fn=nofile(64, 4096))
     output = LineReader(proc)
     names = [f"many:many-{n:03d}" for n in range(300)]
 

@@ -12,39 +12,19 @@ import pytest
 from django.core.management import call_command
 from django.test import Client, override_settings
 
-from tests.utils import Project, ctl_section, make_project, program, sleeper, wait_for
+from tests.utils import (
+    ADMIN_APP_SETTINGS,
+    Project,
+    ctl_section,
+    make_project,
+    program,
+    sleeper,
+    wait_for,
+)
 
 ADMIN_SETTINGS: dict[str, Any] = {
-    "INSTALLED_APPS": [
-        "django.contrib.admin",
-        "django.contrib.auth",
-        "django.contrib.contenttypes",
-        "django.contrib.sessions",
-        "django.contrib.messages",
-        "django.contrib.staticfiles",
-        "djsupervisor",
-    ],
-    "MIDDLEWARE": [
-        "django.contrib.sessions.middleware.SessionMiddleware",
-        "django.middleware.common.CommonMiddleware",
-        "django.middleware.csrf.CsrfViewMiddleware",
-        "django.contrib.auth.middleware.AuthenticationMiddleware",
-        "django.contrib.messages.middleware.MessageMiddleware",
-    ],
+    **ADMIN_APP_SETTINGS,
     "ROOT_URLCONF": "tests.admin_site_urls",
-    "TEMPLATES": [
-        {
-            "BACKEND": "django.template.backends.django.DjangoTemplates",
-            "APP_DIRS": True,
-            "OPTIONS": {
-                "context_processors": [
-                    "django.template.context_processors.request",
-                    "django.contrib.auth.context_processors.auth",
-                    "django.contrib.messages.context_processors.messages",
-                ]
-            },
-        }
-    ],
     "STATIC_URL": "/static/",
     "ALLOWED_HOSTS": ["testserver"],
     "DEFAULT_AUTO_FIELD": "django.db.models.AutoField",

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.utils import Project, make_project, program, sleeper, wait_for
+from tests.utils import ADMIN_APP_SETTINGS, Project, make_project, program, sleeper, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -34,37 +34,12 @@ pytestmark = [
     ),
 ]
 
-SETTINGS = """
-INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "djsupervisor",
-]
-MIDDLEWARE = [
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-]
-ROOT_URLCONF = "testproj.urls"
-TEMPLATES = [{
-    "BACKEND": "django.template.backends.django.DjangoTemplates",
-    "APP_DIRS": True,
-    "OPTIONS": {"context_processors": [
-        "django.template.context_processors.request",
-        "django.contrib.auth.context_processors.auth",
-        "django.contrib.messages.context_processors.messages",
-    ]},
-}]
-STATIC_URL = "/static/"
-ALLOWED_HOSTS = ["127.0.0.1"]
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-"""
+SETTINGS = "".join(f"{name} = {value!r}\n" for name, value in ADMIN_APP_SETTINGS.items()) + (
+    'ROOT_URLCONF = "testproj.urls"\n'
+    'STATIC_URL = "/static/"\n'
+    'ALLOWED_HOSTS = ["127.0.0.1"]\n'
+    'DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"\n'
+)
 URLS = """
 from django.contrib import admin
 from django.urls import include, path

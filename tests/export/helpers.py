@@ -4,12 +4,19 @@ running the exporters in-process, and the checks the schemas cannot make."""
 from __future__ import annotations
 
 import io
+import os
 import re
-from collections.abc import Iterable
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 from django.core.management import call_command
+
+from tests.utils import REPO
 
 #: Every row of the README's mapping table, once.
 CONF = """\
@@ -72,6 +79,47 @@ def run_export(*args: str) -> tuple[str, str]:
     out, err = io.StringIO(), io.StringIO()
     call_command("supervisor", "export", *args, stdout=out, stderr=err)
     return out.getvalue(), err.getvalue()
+
+
+def export_demo(site: Path, conf: str, kind: str, image: str) -> str:
+    """Copy the demo project to ``site`` with ``conf`` as its supervisord.conf and export it
+    with its own ``manage.py`` (a separate process, as a user would): the exporter's stdout."""
+    shutil.copytree(REPO / "tests" / "demo", site, ignore=shutil.ignore_patterns("*.sqlite3"))
+    (site / "supervisord.conf").write_text(conf)
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(REPO)
+    exported = subprocess.run(
+        [sys.executable, "manage.py", "supervisor", "export", kind, "--image", image],
+        cwd=site,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert exported.returncode == 0, exported.stderr
+    return exported.stdout
+
+
+def import_skeleton(root: Path, importer: Sequence[str], image: str, **run: Any) -> None:
+    """Import, as ``image``, an image with only the ``/usr`` symlinks: the host's files are
+    mounted at run time. ``importer`` is ``docker import -c`` or ``podman import --change``."""
+    for folder in ("usr", "etc", "tmp", "proc", "sys", "dev"):
+        (root / folder).mkdir(parents=True)
+    (root / "tmp").chmod(0o1777)
+    for link in ("bin", "lib", "lib64", "sbin"):
+        (root / link).symlink_to(f"usr/{link}")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
+        subprocess.run(
+            [*importer, "ENV PATH=/usr/local/bin:/usr/bin:/bin", "-", image],
+            stdin=tar.stdout,
+            check=True,
+            capture_output=True,
+            timeout=120,
+            **run,
+        )
+    assert tar.returncode == 0
 
 
 def compose(*args: str) -> tuple[dict[str, Any], str]:

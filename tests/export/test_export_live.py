@@ -29,6 +29,8 @@ from tests.utils import REPO, wait_for
 
 yaml = pytest.importorskip("yaml", reason="pip install -e '.[export-test]'")
 
+from tests.export.helpers import export_demo, import_skeleton  # noqa: E402 (helpers needs yaml)
+
 COMPOSE = os.environ.get("DJSUPERVISOR_COMPOSE") or shutil.which("docker-compose")
 DOCKER = shutil.which("docker")
 #: Set by .ci/run's live job: there, a missing piece fails instead of skipping.
@@ -134,25 +136,8 @@ def dockerd() -> Iterator[Daemon]:
 
 def skeleton(daemon: Daemon) -> None:
     """An image with only the ``/usr`` symlinks: the host's files are mounted at run time."""
-    root = daemon.work / "skel"
-    for folder in ("usr", "etc", "tmp", "proc", "sys", "dev"):
-        (root / folder).mkdir(parents=True)
-    (root / "tmp").chmod(0o1777)
-    for link in ("bin", "lib", "lib64", "sbin"):
-        (root / link).symlink_to(f"usr/{link}")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\n")
     assert DOCKER is not None
-    with subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE) as tar:
-        subprocess.run(
-            [DOCKER, "import", "-c", "ENV PATH=/usr/local/bin:/usr/bin:/bin", "-", IMAGE],
-            stdin=tar.stdout,
-            env=daemon.env,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    assert tar.returncode == 0
+    import_skeleton(daemon.work / "skel", [DOCKER, "import", "-c"], IMAGE, env=daemon.env)
 
 
 @dataclass
@@ -165,21 +150,8 @@ class Up:
 def bring_up(daemon: Daemon, tmp_path: Path, migrate: str, path: str, retries: int) -> Up:
     """Export the demo with this config and ``docker-compose up -d`` it; then take it down."""
     site = tmp_path / "site"
-    shutil.copytree(REPO / "tests" / "demo", site, ignore=shutil.ignore_patterns("*.sqlite3"))
     conf = CONF.format(migrate=migrate, port=PORT, path=path, retries=retries)
-    (site / "supervisord.conf").write_text(conf)
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env["PYTHONPATH"] = str(REPO)
-    exported = subprocess.run(
-        [sys.executable, "manage.py", "supervisor", "export", "compose", "--image", IMAGE],
-        cwd=site,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert exported.returncode == 0, exported.stderr
-    document = yaml.safe_load(exported.stdout)
+    document = yaml.safe_load(export_demo(site, conf, "compose", IMAGE))
     assert document.pop("name") == "site"  # compose 1.29.2 predates name: (-p instead)
     (site / "compose.yaml").write_text(yaml.safe_dump(document))
     mounts = sorted({"/usr", sys.base_prefix, sys.prefix, str(REPO)})

@@ -28,6 +28,8 @@ from tests.utils import REPO, wait_for
 
 yaml = pytest.importorskip("yaml", reason="pip install -e '.[export-test]'")
 
+from tests.export.helpers import export_demo, import_skeleton  # noqa: E402 (helpers needs yaml)
+
 PODMAN = shutil.which("podman")
 REQUIRED = os.environ.get("DJSUPERVISOR_PODMAN") == "1"
 pytestmark = [
@@ -95,47 +97,20 @@ def host_volumes(documents: list[dict[str, Any]], paths: list[str]) -> None:
 
 
 def test_kube_play_runs_the_exported_web_program(podman: list[str], tmp_path: Path) -> None:
-    work = tmp_path / "skel"
-    for folder in ("usr", "etc", "tmp", "proc", "sys", "dev"):
-        (work / folder).mkdir(parents=True)
-    (work / "tmp").chmod(0o1777)
-    for link in ("bin", "lib", "lib64", "sbin"):
-        (work / link).symlink_to(f"usr/{link}")
-    (work / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (work / "etc" / "group").write_text("root:x:0:\n")
-    with subprocess.Popen(["tar", "-C", str(work), "-c", "."], stdout=subprocess.PIPE) as tar:
-        subprocess.run(
-            [*podman, "import", "--change", "ENV PATH=/usr/local/bin:/usr/bin:/bin", "-", IMAGE],
-            stdin=tar.stdout,
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+    import_skeleton(tmp_path / "skel", [*podman, "import", "--change"], IMAGE)
 
     port = free_port()
     site = tmp_path / "site"
-    shutil.copytree(REPO / "tests" / "demo", site, ignore=shutil.ignore_patterns("*.sqlite3"))
-    (site / "supervisord.conf").write_text(
+    conf = (
         "[program:web]\n"
         f"command={{{{ PYTHON }}}} {{{{ PROJECT_DIR }}}}/manage.py runserver 127.0.0.1:{port}"
         " --noreload\n"
         "directory={{ PROJECT_DIR }}\n"
         f"healthcheck=http://127.0.0.1:{port}/\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env["PYTHONPATH"] = str(REPO)
-    exported = subprocess.run(
-        [sys.executable, "manage.py", "supervisor", "export", "kubernetes", "--image", IMAGE],
-        cwd=site,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert exported.returncode == 0, exported.stderr
     documents = [
         d
-        for d in yaml.safe_load_all(exported.stdout)
+        for d in yaml.safe_load_all(export_demo(site, conf, "kubernetes", IMAGE))
         if d["kind"] in ("ConfigMap", "Deployment")  # what podman 4.3.1 runs
     ]
     assert {d["metadata"]["name"] for d in documents} >= {"site-env", "site-web"}

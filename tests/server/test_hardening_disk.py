@@ -22,7 +22,7 @@ import pytest
 
 from djsupervisor.server.console import Console
 from djsupervisor.server.logguard import DropMeter, LogGuard
-from tests.utils import LineReader, Project, make_project, wait_for
+from tests.utils import LineReader, Project, make_project, program, rss_kb, wait_for
 
 TALKER = """\
 import sys, time
@@ -301,44 +301,17 @@ def test_console_drops_whole_lines_beyond_its_limit_and_says_so_once() -> None:
     assert lines[-1] == markers[0]
 
 
-FLOOD = """\
-import os, sys, time
-
-# Wait for the go file, then write ~50 MB/s of 80-byte lines for SECONDS seconds.
-go, seconds = sys.argv[1], float(sys.argv[2])
-while not os.path.exists(go):
-    time.sleep(0.05)
-block = b"".join(b"%08d %s\\n" % (i, b"f" * 70) for i in range(6250))  # 500 kB
-start = time.monotonic()
-sent = 0
-while time.monotonic() - start < seconds:
-    os.write(1, block)
-    sent += 1
-    ahead = sent * len(block) / 50e6 - (time.monotonic() - start)
-    if ahead > 0:
-        time.sleep(ahead)
-os.write(1, b"END\\n")
-time.sleep(3600)
-"""
-
 CAP = 1024 * 1024
-
-
-def rss(pid: int) -> int:
-    """Resident set size of ``pid`` in bytes, from /proc/PID/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def test_an_unread_console_pipe_keeps_memory_bounded(tmp_path: Path) -> None:
     go = tmp_path / "go"
+    flood = program("flood.py", str(go), "10")
     project = make_project(
         tmp_path / "proj",
         f"""\
         [program:flood]
-        command={{{{ PYTHON }}}} {{{{ PROJECT_DIR }}}}/flood.py {go} 10
+        command={flood}
         startsecs=0
         stdout_logfile={{{{ PROJECT_DIR }}}}/flood.log
         stdout_logfile_maxbytes=20MB
@@ -346,7 +319,6 @@ def test_an_unread_console_pipe_keeps_memory_bounded(tmp_path: Path) -> None:
         """,
         extra_settings=f"SUPERVISOR_CONSOLE_BUFFER = {CAP}\n",
     )
-    project.write("flood.py", FLOOD)
     read_end, write_end = os.pipe()
     server = subprocess.Popen(
         [sys.executable, str(project.path / "manage.py"), "supervisor", "--noreload"],
@@ -363,13 +335,13 @@ def test_an_unread_console_pipe_keeps_memory_bounded(tmp_path: Path) -> None:
     try:
         project.wait_running("flood")
         time.sleep(1)
-        idle = rss(server.pid)
+        idle = rss_kb(server.pid) * 1024
         go.touch()
         peak = idle
         log = project.path / "flood.log"
         ended = False
         while not ended:
-            peak = max(peak, rss(server.pid))
+            peak = max(peak, rss_kb(server.pid) * 1024)
             with contextlib.suppress(OSError), log.open("rb") as stream:
                 stream.seek(-4, os.SEEK_END)
                 ended = stream.read() == b"END\n"

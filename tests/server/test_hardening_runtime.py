@@ -152,11 +152,17 @@ def test_a_shared_runtime_dir_setting_is_refused_and_never_chmodded(
     assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
 
 
-def test_a_symlink_in_the_runtime_dir_is_not_followed(project: Project, victim: Path) -> None:
+def daemonize_over_symlink(project: Project, victim: Path, name: str) -> tuple[Path, str, str, int]:
+    """Plant ``name`` in our own runtime dir as a symlink to ``victim``, then --daemonize."""
     runtime = runtime_dirs(project.path)[0]
     runtime.mkdir(mode=0o700)
-    (runtime / "supervisord.log").symlink_to(victim)
+    (runtime / name).symlink_to(victim)
     out, err, code = project.manage("supervisor", "--daemonize")
+    return runtime, out, err, code
+
+
+def test_a_symlink_in_the_runtime_dir_is_not_followed(project: Project, victim: Path) -> None:
+    runtime, out, err, code = daemonize_over_symlink(project, victim, "supervisord.log")
     assert err == (
         f"CommandError: logfile {runtime}/supervisord.log is a symlink in the runtime "
         "directory; remove it\n"
@@ -166,10 +172,7 @@ def test_a_symlink_in_the_runtime_dir_is_not_followed(project: Project, victim: 
 
 
 def test_the_lock_file_is_not_opened_through_a_symlink(project: Project, victim: Path) -> None:
-    runtime = runtime_dirs(project.path)[0]
-    runtime.mkdir(mode=0o700)
-    (runtime / "supervisord.lock").symlink_to(victim)
-    out, err, code = project.manage("supervisor", "--daemonize")
+    runtime, out, err, code = daemonize_over_symlink(project, victim, "supervisord.lock")
     assert err == (
         f"CommandError: lock file {runtime}/supervisord.lock is a symlink; refusing to follow it\n"
     )

@@ -16,17 +16,9 @@ import supervisor
 
 import djsupervisor
 from djsupervisor import ConfigError
-from tests.utils import LineReader, Project, daemon_pids, make_project, sleeper
+from tests.utils import LineReader, Project, daemon_pids, make_project, rss_kb, sleeper
 
 FIXTURES = Path(supervisor.__file__).resolve().parent / "tests" / "fixtures"
-
-
-def rss_kb(pid: int) -> int:
-    """Resident memory of ``pid`` in kB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 # --- 1. event listeners never receive their own output ------------------------------------
@@ -83,15 +75,21 @@ startsecs=0
 """
 
 
-def test_actions_while_shutting_down_say_so_in_one_line(
-    tmp_path: Path, projects: list[Project]
-) -> None:
+def shutting_down(tmp_path: Path, projects: list[Project]) -> tuple[Project, subprocess.Popen[str]]:
+    """A foreground supervisord told to shut down, its slow program still stopping (~4 s)."""
     project = make_project(tmp_path, SLOW_CONF)
     projects.append(project)
     server = project.start()
     project.wait_running("slow")
     out, err, code = project.manage("supervisor", "shutdown")
     assert code == 0, (out, err)
+    return project, server
+
+
+def test_actions_while_shutting_down_say_so_in_one_line(
+    tmp_path: Path, projects: list[Project]
+) -> None:
+    project, server = shutting_down(tmp_path, projects)
     for action in (["status"], ["stop", "slow"], ["tail", "slow"]):
         out, err, code = project.manage("supervisor", *action)
         assert server.poll() is None, "the test needs supervisord still shutting down"
@@ -102,12 +100,7 @@ def test_actions_while_shutting_down_say_so_in_one_line(
 def test_daemonize_right_after_shutdown_waits_for_the_previous_instance(
     tmp_path: Path, projects: list[Project]
 ) -> None:
-    project = make_project(tmp_path, SLOW_CONF)
-    projects.append(project)
-    server = project.start()
-    project.wait_running("slow")
-    out, err, code = project.manage("supervisor", "shutdown")
-    assert code == 0, (out, err)
+    project, server = shutting_down(tmp_path, projects)
     out, err, code = project.manage("supervisor", "--daemonize")
     assert (err, code) == ("", 0), out
     assert "supervisord is running in the background" in out
@@ -160,17 +153,7 @@ def test_programs_run_in_the_project_dir_with_our_scripts_first_on_path(
     elsewhere.mkdir()
     scripts = str(Path(sys.executable).parent)
     # No virtualenv on PATH, and typed from another directory.
-    server = subprocess.Popen(
-        [sys.executable, str(project.path / "manage.py"), "supervisor"],
-        cwd=elsewhere,
-        env=project.env(PATH="/usr/bin:/bin"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    project.started.append(server)
+    server = project.start(cwd=elsewhere, PATH="/usr/bin:/bin")
     reader = LineReader(server)
     reader.wait_for("| plain ")
     reader.wait_for("| own ")

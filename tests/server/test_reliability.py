@@ -302,18 +302,7 @@ def test_control_channel_is_closed_to_other_users(setup: Setup) -> None:
         pytest.skip("no Python interpreter that user nobody can run supervisorctl with")
     project = setup.project
     # A permissive umask must not open the runtime directory or the socket up.
-    server = subprocess.Popen(
-        [sys.executable, str(project.path / "manage.py"), "supervisor"],
-        cwd=project.path,
-        env=project.env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        preexec_fn=lambda: os.umask(0),
-    )
-    project.started.append(server)
+    server = project.start(preexec_fn=lambda: os.umask(0))
     output = LineReader(server)
     rpc = Rpc(project)
     rpc.wait_states({"plain": "RUNNING", "family": "RUNNING"}, server)

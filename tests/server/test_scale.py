@@ -9,8 +9,6 @@ they are is measured in benchmarks/scale.py, not here.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -120,20 +118,9 @@ def test_programs_do_not_inherit_our_descriptors(projects: list[Project], tmp_pa
     read_end, write_end = os.pipe()
     os.set_inheritable(write_end, True)
     try:
-        server = subprocess.Popen(
-            [sys.executable, str(project.path / "manage.py"), "supervisor", "--noreload"],
-            cwd=project.path,
-            env=project.env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            pass_fds=(write_end,),
-        )
+        server = project.start("--noreload", pass_fds=(write_end,))
     finally:
         os.close(write_end)
-    project.started.append(server)
     try:
         rpc = Rpc(project)
         rpc.wait_states({"f0": "RUNNING", "f1": "RUNNING", "f2": "RUNNING"}, server)
