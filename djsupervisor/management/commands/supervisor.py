@@ -12,11 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 # What only one path needs (the server, export, JSON status, the watcher) is imported
 # there: every action pays for this module's imports before it starts.
 from djsupervisor import checks, cli, config
-from djsupervisor.config.project import (
-    Project,
-    locate,
-    merged_sections,
-)
+from djsupervisor.config.project import Project, locate, merged_sections
 from djsupervisor.errors import SupervisorError
 
 
@@ -58,10 +54,9 @@ class Command(BaseCommand):
         if action and " " in action[0].strip():
             # supervisorctl joins its arguments into one line: 'tail -100000' web works.
             action = action[0].split() + action[1:]
-        if json and action[:1] != ["status"]:
-            raise CommandError("--json works with the status action only", returncode=2)
-        if stats and action[:1] != ["status"]:
-            raise CommandError("--stats works with the status action only", returncode=2)
+        for flag, given in (("--json", json), ("--stats", stats)):
+            if given and action[:1] != ["status"]:
+                raise CommandError(f"{flag} works with the status action only", returncode=2)
         opts = cli.options_from(options)
         try:
             project = locate(options["project_dir"], options["config_file"])
@@ -92,8 +87,7 @@ class Command(BaseCommand):
                     if console is not None:
                         console.close()
             elif action[0] == "getconfig":
-                if action[1:]:
-                    extra = " ".join(action[1:])
+                if extra := " ".join(action[1:]):
                     raise CommandError(f"getconfig takes no arguments, got {extra!r}")
                 # Print only what supervisord would accept.
                 self.stdout.write(config.serialize(checks.validate(project, opts).sections))
@@ -143,15 +137,8 @@ class Command(BaseCommand):
         """Run one supervisorctl action (or the shell) against the running supervisord."""
         from djsupervisor.client.control import control
 
-        code = control(
-            project,
-            opts,
-            action,
-            as_json=as_json,
-            stats=stats,
-            stdout=self.stdout,
-            warn=self.stderr.write,
-        )
+        out, warn = self.stdout, self.stderr.write
+        code = control(project, opts, action, as_json=as_json, stats=stats, stdout=out, warn=warn)
         if code and getattr(self, "_called_from_command_line", False):
             raise SystemExit(code)  # supervisorctl already said why, on stdout
         if code:
