@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from supervisor.options import ServerOptions
+from supervisor.options import ServerOptions, UnhosedConfigParser, _marker
 
 from .. import config
 from ..errors import ConfigError
@@ -36,6 +36,39 @@ def explain(message: str, merged: config.Merged) -> str:
     )
     head = message[: match.start()] + message[match.end() :]
     return f"{merged.where(section)}: [{section}]{culprit}: {head}"
+
+
+class QuickParser(UnhosedConfigParser):  # type: ignore[misc]
+    """supervisor's config parser, with ``saneget()`` skipping work a value does not need.
+
+    For each of the ~40 options of every program, supervisor's ``saneget()`` raises and
+    catches ``NoOptionError`` when the section leaves the option out (most do), and
+    copies every ``ENV_*`` expansion into a fresh dict before expanding the value: with
+    1,000 programs that was most of the 350 ms the parse took. A value without ``%``
+    expands to itself, and a missing option is a dict lookup; everything else (a ``%``,
+    an unknown section, a missing option without a default) takes supervisor's own path.
+    """
+
+    def saneget(
+        self,
+        section: str,
+        option: str,
+        default: Any = _marker,
+        do_expand: bool = True,
+        expansions: dict[str, Any] | None = None,
+    ) -> Any:
+        values = self._sections.get(section)
+        if values is not None:
+            key = self.optionxform(option)
+            if key in values:
+                value = values[key]
+            elif key in self._defaults:
+                value = self._defaults[key]
+            else:
+                value = default
+            if value is not _marker and not (do_expand and isinstance(value, str) and "%" in value):
+                return value
+        return super().saneget(section, option, default, do_expand, expansions or {})
 
 
 class ParsingOptions(ServerOptions):  # type: ignore[misc]
@@ -88,6 +121,12 @@ class ParsingOptions(ServerOptions):  # type: ignore[misc]
                     # Runs once to completion: success is an expected exit code.
                     process.autorestart = False
                     process.startsecs = 0
+
+    def process_groups_from_parser(self, parser: Any) -> Any:
+        # read_config() makes its parser itself; the programs are read from here on.
+        if type(parser) is UnhosedConfigParser:
+            parser.__class__ = QuickParser
+        return super().process_groups_from_parser(parser)
 
     def processes_from_section(
         self, parser: Any, section: str, group_name: str, klass: Any = None
