@@ -10,6 +10,7 @@ the loop sleeps exactly until the next thing supervisord would act on, and any s
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -31,6 +32,7 @@ from .console import ConsoleDispatcher
 from .guard import Watchdog
 from .orchestrator import Orchestrator, _key
 from .spawn import InheritedFds
+from .spawner import Spawner
 
 # After this many back-to-back zero timeouts, assume a due time that supervisord will
 # never act on and sleep a little, rather than spin.
@@ -123,6 +125,10 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         return added
 
     def runforever(self) -> None:
+        # Django, supervisor and the config, loaded by now, live as long as this loop:
+        # keep the collector's full passes from scanning them again and again. One such
+        # pass took 68 ms in the middle of a 1,000-program start-up.
+        gc.freeze()
         read_fd, write_fd = os.pipe()
         os.set_blocking(read_fd, False)
         os.set_blocking(write_fd, False)
@@ -132,6 +138,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         events.subscribe(events.ProcessStateEvent, signals.forward_state_event)
         self.activity.subscribe()
         self.options.inherited_fds = InheritedFds()
+        self.options.spawner = Spawner()
         httpchannel.install(self.options.httpservers)
         self.activity.talking = lambda: httpchannel.talking(socket_map)
         console = self.options.console
@@ -184,6 +191,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             os.close(read_fd)
             os.close(write_fd)
             self.orchestrator.close()
+            self.options.spawner.close()
+            gc.unfreeze()  # a reload's old config must be collectable
             self.options.watchdog = None
             # After a crash the watchdog kills what is left, as if we had been SIGKILLed.
             self.watchdog.close(clean=clean)

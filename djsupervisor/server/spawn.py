@@ -19,6 +19,7 @@ from typing import Any
 from supervisor.process import Subprocess
 
 from ..protocol import GROUP_NAME_ENV, PROCESS_NAME_ENV, SERVER_URL_ENV
+from .spawner import Spawner, Unavailable
 
 
 def _inheritable_fds() -> list[int]:
@@ -114,6 +115,17 @@ def fast_spawn(
         return None  # supervisord's own path reports it
     pipes = proc.pipes
     stderr = pipes["child_stdout"] if config.redirect_stderr else pipes["child_stderr"]
+    spawner: Spawner | None = getattr(options, "spawner", None)
+    if spawner is not None and not spawner.broken:
+        stdio = (pipes["child_stdin"], pipes["child_stdout"], stderr)
+        try:
+            return spawner.spawn(
+                filename, argv, env, stdio, config.directory, config.umask, reset_signals
+            )
+        except OSError:
+            return None  # as below: supervisord's fork path reports it
+        except Unavailable:
+            pass  # spawn here instead
     actions: list[tuple[Any, ...]] = [
         (os.POSIX_SPAWN_DUP2, pipes["child_stdin"], 0),
         (os.POSIX_SPAWN_DUP2, pipes["child_stdout"], 1),
