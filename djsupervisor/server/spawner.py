@@ -22,6 +22,7 @@ table) is only ever written from supervisord's own thread.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import ctypes
 import gc
@@ -58,6 +59,22 @@ def _collector_off() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """One request byte and its three descriptors, close-on-exec from the start.
+
+    Not ``socket.recv_fds``: it drops its ``flags``, and a descriptor received without
+    MSG_CMSG_CLOEXEC would be inherited by the program as a second copy of its stdout
+    (it would never see EOF on it, nor would we).
+    """
+    size = array.array("i").itemsize
+    msg, ancdata, _, _ = sock.recvmsg(1, socket.CMSG_LEN(3 * size), socket.MSG_CMSG_CLOEXEC)
+    fds = array.array("i")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % size])
+    return msg, list(fds)
 
 
 class Spawner:
@@ -139,10 +156,12 @@ class Spawner:
         try:
             sock.send(b"r")
             while True:
-                msg, fds, _, _ = socket.recv_fds(sock, 1, 3, socket.MSG_CMSG_CLOEXEC)
+                msg, fds = _receive(sock)
                 if not msg:
                     return  # supervisord closed its end
                 try:
+                    if len(fds) != 3:
+                        raise Unavailable(f"received {len(fds)} descriptors, not 3")
                     self._result = self._spawn(fds)
                 except BaseException as error:  # handed to the caller, raised there
                     self._result = error

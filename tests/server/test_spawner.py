@@ -1,0 +1,173 @@
+"""The spawning thread: its own small descriptor table, programs exactly as before.
+
+Linux only (``unshare(CLONE_FILES)``); elsewhere programs are spawned in supervisord's
+own thread, as tests/server/test_scale.py checks everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from djsupervisor.server.spawner import Spawner, Unavailable
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+REPORT = """\
+import os, sys
+open_fds = []
+for fd in range(64):
+    try:
+        os.fstat(fd)
+    except OSError:
+        continue
+    open_fds.append(fd)
+umask = os.umask(0)
+print(open_fds, os.getcwd(), oct(umask), os.getpgrp() == os.getpid(), sys.stdin.read())
+print("to stderr", file=sys.stderr)
+"""
+
+
+@pytest.fixture
+def spawner() -> Iterator[Spawner]:
+    spawner = Spawner()
+    yield spawner
+    spawner.close()
+
+
+def run(spawner: Spawner, argv: list[str], **kwargs: object) -> tuple[int, str, str]:
+    """Spawn ``argv`` with fresh pipes; return its exit status, stdout and stderr."""
+    child_in, parent_in = os.pipe()
+    parent_out, child_out = os.pipe()
+    parent_err, child_err = os.pipe()
+    options = {"directory": None, "umask": None, **kwargs}
+    try:
+        pid = spawner.spawn(
+            argv[0],
+            argv,
+            dict(os.environ),
+            (child_in, child_out, child_err),
+            reset_signals=[signal.SIGTERM],
+            **options,  # type: ignore[arg-type]
+        )
+    finally:
+        for fd in (child_in, child_out, child_err):
+            os.close(fd)
+    with contextlib.suppress(BrokenPipeError):  # a program that exited without reading
+        os.write(parent_in, b"stdin data")
+    os.close(parent_in)
+    with open(parent_out, "rb") as out, open(parent_err, "rb") as err:
+        # Both reach EOF only if no copy of the write ends is left anywhere.
+        stdout, stderr = out.read().decode(), err.read().decode()
+    _, status = os.waitpid(pid, 0)  # our child, though another thread spawned it
+    return os.waitstatus_to_exitcode(status), stdout, stderr
+
+
+def test_programs_get_only_their_pipes_directory_umask_and_group(
+    spawner: Spawner, tmp_path: Path
+) -> None:
+    held = [os.pipe() for _ in range(200)]  # supervisord's many descriptors
+    try:
+        code, out, err = run(
+            spawner, [sys.executable, "-c", REPORT], directory=str(tmp_path), umask=0o027
+        )
+    finally:
+        for pair in held:
+            for fd in pair:
+                os.close(fd)
+    assert code == 0, err
+    assert out == f"[0, 1, 2] {tmp_path} 0o27 True stdin data\n"
+    assert err == "to stderr\n"
+    # Our own directory and umask are untouched (the thread has its own).
+    assert os.getcwd() != str(tmp_path)
+    code, out, _ = run(spawner, [sys.executable, "-c", REPORT])
+    # Without directory= and umask=: supervisord's own, as its fork would give.
+    assert out.split()[3:5] == [os.getcwd(), oct(_umask())] and code == 0
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_the_thread_holds_almost_no_descriptors(spawner: Spawner) -> None:
+    run(spawner, ["/bin/true"])
+    assert spawner._thread is not None and spawner._thread.native_id is not None
+    held = [os.pipe() for _ in range(100)]
+    try:
+        ours = os.listdir("/proc/self/fd")
+        theirs = os.listdir(f"/proc/self/task/{spawner._thread.native_id}/fd")
+    finally:
+        for pair in held:
+            for fd in pair:
+                os.close(fd)
+    assert len(ours) > 200
+    assert sorted(map(int, theirs)) == [0, 1, 2, theirs_socket(spawner)]
+
+
+def theirs_socket(spawner: Spawner) -> int:
+    tid = spawner._thread.native_id  # type: ignore[union-attr]
+    numbers = [int(fd) for fd in os.listdir(f"/proc/self/task/{tid}/fd")]
+    sockets = [fd for fd in numbers if "socket:" in os.readlink(f"/proc/self/task/{tid}/fd/{fd}")]
+    assert len(sockets) == 1
+    return sockets[0]
+
+
+def test_exec_errors_are_raised_as_posix_spawn_raises_them(spawner: Spawner) -> None:
+    with pytest.raises(FileNotFoundError):
+        run(spawner, ["/nonexistent/program"])
+    with pytest.raises(FileNotFoundError):
+        run(spawner, ["/bin/true"], directory="/nonexistent/dir")
+    assert run(spawner, ["/bin/true"])[0] == 0  # still serving
+
+
+def test_a_closed_spawner_starts_a_new_thread(spawner: Spawner) -> None:
+    assert run(spawner, ["/bin/true"])[0] == 0
+    spawner.close()
+    assert run(spawner, ["/bin/true"])[0] == 0
+
+
+def test_a_gone_thread_is_reported_not_waited_for(spawner: Spawner) -> None:
+    run(spawner, ["/bin/true"])
+    assert spawner._sock is not None
+    spawner._sock.shutdown(2)  # as if the thread had died: its end reads EOF
+    with pytest.raises(Unavailable):
+        run(spawner, ["/bin/true"])
+    assert spawner.broken
+
+
+def test_stdin_closed_supervisord_still_wires_0_to_2(tmp_path: Path) -> None:
+    """With fd 0 closed in supervisord, received pipes must not land on 0-2."""
+    script = tmp_path / "closed_stdin.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            sys.path[:0] = {sys.path!r}
+            from tests.server.test_spawner import run
+            from djsupervisor.server.spawner import Spawner
+            spawner = Spawner()
+            print(run(spawner, ["/bin/sh", "-c", "cat; echo out; echo err >&2"]))
+            spawner.close()
+            """
+        )
+    )
+    result = subprocess.run(
+        f"exec {sys.executable} {script} 0<&-",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "(0, 'stdin dataout\\n', 'err\\n')\n"
