@@ -32,6 +32,12 @@ SPAWN_BUDGET = 200
 #: ``getAllProcessInfo`` answer came out only once the whole start-up had ended.
 SPAWN_SLICE = 0.05
 
+#: Seconds a round may spend starting programs while an answer waits to be sent: the
+#: client reads it as fast as we send it, one socket buffer (2 MiB here) per round, so
+#: 6.5 MB (``getAllProcessInfo`` over 5,000 programs) took 4-7 rounds of 50 ms of
+#: spawning on top of building and reading it.
+SENDING_SLICE = 0.005
+
 _MAY_SPAWN = (ProcessStates.STOPPED, ProcessStates.EXITED, ProcessStates.BACKOFF)
 
 #: ``due_time(proc, now, mood)``: when ``proc.transition()`` will next act, or None.
@@ -56,6 +62,8 @@ class Activity:
         self._budget = SPAWN_BUDGET
         #: Set by the loop: whether a client is connected to a control channel.
         self.talking: Callable[[], bool] = lambda: False
+        #: Set by the loop: whether an answer's bytes wait for the client to take them.
+        self.sending: Callable[[], bool] = lambda: False
         #: Set by the loop each round: a control socket (a new connection, a request) was ready.
         self.socket_event = False
         #: When this round's spawning must stop (None: not decided yet this round).
@@ -156,8 +164,12 @@ class Activity:
         now = time.time()
         if self._slice_end is None:
             # Decided at the round's first candidate, after its requests were read.
-            busy = self.socket_event or self.talking()
-            self._slice_end = now + SPAWN_SLICE if busy else float("inf")
+            if self.sending():
+                self._slice_end = now + SENDING_SLICE
+            elif self.socket_event or self.talking():
+                self._slice_end = now + SPAWN_SLICE
+            else:
+                self._slice_end = float("inf")
         return now >= self._slice_end
 
     def _transition(self, group: Any) -> None:

@@ -53,6 +53,18 @@ def talking(socket_map: dict[int, Any]) -> bool:
     return any(isinstance(channel, WholeAnswerChannel) for channel in list(socket_map.values()))
 
 
+def sending(socket_map: dict[int, Any]) -> bool:
+    """Whether an answer in ``socket_map`` has bytes the socket could not take yet.
+
+    Not a deferred answer still waiting for its result (``start`` with wait): that one
+    waits for the programs, which must go on starting at full speed.
+    """
+    return any(
+        isinstance(channel, WholeAnswerChannel) and channel.ac_out_buffer
+        for channel in list(socket_map.values())
+    )
+
+
 def requested(socket_map: dict[int, Any], readable: list[int]) -> bool:
     """Whether a control server or channel is among the ``readable`` descriptors.
 

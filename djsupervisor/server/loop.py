@@ -141,6 +141,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         self.options.spawner = Spawner()
         httpchannel.install(self.options.httpservers)
         self.activity.talking = lambda: httpchannel.talking(socket_map)
+        self.activity.sending = lambda: httpchannel.sending(socket_map)
         console = self.options.console
         if console is not None:
             socket_map[console.fd] = ConsoleDispatcher(console)
