@@ -43,7 +43,7 @@ def serve(
         "see 'manage.py supervisor status', or stop it with 'manage.py supervisor shutdown'",
     )
     # Right after 'shutdown' the previous instance may still be stopping programs.
-    succession.wait_for_previous(project.lock_path, load(), ping)
+    succession.wait_for_previous(project.runtime_dir, project.lock_path, load(), ping)
     with lock, runtime.process_state():
         try:
             reason = runtime.run_rounds(

@@ -79,6 +79,37 @@ def instance_lock(runtime_dir: Path, lock_path: Path, busy_message: str) -> Iter
             os.close(fd)
 
 
+def held(runtime_dir: Path, lock_path: Path) -> bool:
+    """Tell whether a supervisord holds this project's lock, either half of it.
+
+    The abstract socket outlives a removed runtime directory (and its lock file): a
+    supervisord whose directory was deleted still counts. Probing binds the name for a
+    moment; a start racing this probe is refused as if the instance were running.
+    """
+    if sys.platform.startswith("linux"):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.bind(abstract_name(runtime_dir))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return True
+        finally:
+            probe.close()
+    import fcntl
+
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock, if we got it
+    return False
+
+
 class RuntimeDirWatch:
     """Recreate the runtime directory and rebind the control socket if they vanish.
 

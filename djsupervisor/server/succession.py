@@ -9,14 +9,13 @@ configuration (after which supervisord kills what is left) plus a margin.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import config
 from ..errors import NotRunning, StartError
+from . import instance
 
 #: supervisord's own default ``stopwaitsecs``.
 DEFAULT_STOPWAITSECS = 10
@@ -34,21 +33,6 @@ def longest_stopwaitsecs(merged: config.Merged) -> float:
     return max(waits, default=float(DEFAULT_STOPWAITSECS))
 
 
-def _locked(lock_path: Path) -> bool:
-    """Tell whether a supervisord holds the project's instance lock."""
-    try:
-        fd = os.open(lock_path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # also releases the lock, if we got it
-    return False
-
-
 def _pid(pidfile: str | None) -> str:
     with contextlib.suppress(OSError, ValueError, TypeError):
         return str(int(Path(pidfile or "").read_text()))
@@ -56,6 +40,7 @@ def _pid(pidfile: str | None) -> str:
 
 
 def wait_for_previous(
+    runtime_dir: Path,
     lock_path: Path,
     merged: config.Merged,
     ping: Callable[[], None],
@@ -68,7 +53,7 @@ def wait_for_previous(
     ``ping`` raises ``NotRunning`` unless supervisord answers normally. An instance that
     answers normally is left to the usual "already running" refusal.
     """
-    if not _locked(lock_path):
+    if not instance.held(runtime_dir, lock_path):
         return
     try:
         ping()
@@ -78,7 +63,7 @@ def wait_for_previous(
     timeout = longest_stopwaitsecs(merged) + margin
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _locked(lock_path):
+        if not instance.held(runtime_dir, lock_path):
             return
         sleep(0.05)
     pid = _pid(merged.sections.get("supervisord", {}).get("pidfile"))
