@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from . import reaper
+from . import reaper, spawner
 
 PR_SET_PDEATHSIG = 1
 
@@ -48,7 +48,7 @@ class Watchdog:
 
     def __init__(self, marker: str | None = None) -> None:
         read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        pid = spawner.fork()
         if pid == 0:  # pragma: no cover  (runs in the forked watchdog)
             os.close(write_fd)
             self._serve(read_fd, marker)

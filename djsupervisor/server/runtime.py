@@ -18,7 +18,7 @@ from supervisor.states import SupervisorStates
 from ..config import parser, programenv, rundir
 from ..config.parser import Loader
 from ..errors import StartError
-from . import capture, guard, limits, rpc, spawn
+from . import capture, guard, limits, rpc, spawn, spawner
 from .console import Console, ConsoleLogHandler
 from .logguard import LogGuard, guard_logger
 from .loop import ProjectSupervisor
@@ -197,7 +197,7 @@ class ProjectServerOptions(parser.ParsingOptions):
                     self.watchdog.add(pid)
                 return pid
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
-        pid = os.fork()
+        pid = spawner.fork()
         if pid == 0:
             for sig in HANDLED_SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)

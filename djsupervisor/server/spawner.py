@@ -32,11 +32,24 @@ import signal
 import socket
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 _CLONE_FS = 0x200  # its own working directory and umask, changed freely per spawn
 _CLONE_FILES = 0x400
+
+
+def fork() -> int:
+    """``os.fork()`` without Python 3.12's warning about the spawning thread.
+
+    A fork copies only the calling thread; the spawning thread, if any, is then waiting
+    in ``recvmsg`` and holds no lock the child could need (supervisord's fork path for
+    ``user=`` programs, a re-forked watchdog).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
+        return os.fork()
 
 
 class Unavailable(Exception):

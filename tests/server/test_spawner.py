@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from djsupervisor.server.spawner import Spawner, Unavailable
+from djsupervisor.server.spawner import Spawner, Unavailable, fork
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -171,3 +172,17 @@ def test_stdin_closed_supervisord_still_wires_0_to_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "(0, 'stdin dataout\\n', 'err\\n')\n"
+
+
+def test_forking_beside_the_thread_is_quiet(spawner: Spawner) -> None:
+    """supervisord's own fork path (``user=``) runs with the thread alive (3.12 warns)."""
+    run(spawner, ["/bin/true"])
+    assert spawner._thread is not None and spawner._thread.is_alive()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pid = fork()
+        if pid == 0:  # pragma: no cover  (the child)
+            os._exit(7)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 7
+    assert [str(w.message) for w in caught] == []
