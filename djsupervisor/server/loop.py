@@ -132,7 +132,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         events.subscribe(events.ProcessStateEvent, signals.forward_state_event)
         self.activity.subscribe()
         self.options.inherited_fds = InheritedFds()
-        httpchannel.install(self.options.httpservers)
+        httpchannel.install(self.options.httpservers, self.options.forget_fd)
         self.activity.talking = lambda: httpchannel.talking(socket_map)
         console = self.options.console
         if console is not None:
