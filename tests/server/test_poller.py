@@ -300,6 +300,15 @@ TICKER = (
 )
 
 
+@pytest.fixture(autouse=True)
+def answers_in_time() -> Iterator[None]:
+    # A supervisord that lost its registrations never answers: fail, do not hang.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)
+    yield
+    socket.setdefaulttimeout(previous)
+
+
 def logged_lines(rpc: Rpc, name: str) -> int:
     text = rpc.call("supervisor.tailProcessStdoutLog", name, 0, 1_000_000)[0]
     return int(text.count("\n"))
