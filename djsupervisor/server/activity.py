@@ -6,7 +6,8 @@ is thousands of calls per round, and a round happens per request, per child exit
 output chunk: a start-up or a ``status`` that should cost O(programs) costs
 O(programs x rounds). Here a plain group transitions only its *active* processes (those
 whose state changed since they were last seen with nothing due), and the pipe map is
-rebuilt only after a state change, when a program's pipes can have changed.
+rebuilt only after a state change, when a program's pipes can have changed; only the
+changed processes' pipes are then registered with the poller again (``to_register``).
 
 Every change that can make a process due goes through ``change_state()``, which
 notifies a ``ProcessStateEvent`` synchronously: that event marks the process active.

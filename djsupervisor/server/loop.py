@@ -4,7 +4,8 @@ Stock supervisord polls with a fixed 1 s timeout that signals do not interrupt (
 retries an interrupted poll), so the first spawn, every state change and every reaped
 child during shutdown wait up to a second; and it stops programs one at a time. Here
 the loop sleeps exactly until the next thing supervisord would act on, and any signal
-(SIGCHLD included) wakes it through ``signal.set_wakeup_fd``.
+(SIGCHLD included) wakes it through ``signal.set_wakeup_fd``. On Linux it waits with
+epoll (poller.py), registering only what changed since the last round (rounds.py).
 """
 
 from __future__ import annotations
