@@ -6,13 +6,14 @@ registration changes. epoll keeps the interest list in the kernel: a round pays 
 the descriptors that are ready, a registration for one ``epoll_ctl``.
 
 Same interface and meaning as PollPoller: readable is data, urgent data or a hang-up
-(a pipe's EOF), writable is room to write; ``poll(timeout)`` takes seconds. Two
-differences, both fixes: a descriptor registered for reading and for writing is
-watched for both (PollPoller's second registration replaced the first), and an error
-or hang-up is reported for each direction the descriptor is registered for, never
-for another (PollPoller dropped POLLERR, so a write end whose reader was gone and
-whose buffer was full made poll() return at once forever, and it reported a hang-up
-as readable to a dispatcher that only writes).
+(a pipe's EOF, a client gone), writable is room to write; ``poll(timeout)`` takes
+seconds. Two differences, both fixes: a descriptor registered for reading and for
+writing is watched for both (PollPoller's second registration replaced the first:
+rounds.py keeps what the loop relied on), and an error, or a hang-up of a descriptor
+registered for writing, is also writable. PollPoller dropped POLLERR, so the write end
+of a pipe whose reader was gone, with its buffer full, made poll() return at once
+forever; and a dispatcher that only writes (the console on a closed terminal) was
+told of the hang-up only as readable, which it ignores.
 
 An epoll registration belongs to the open file description, not to the number.
 supervisord closes descriptors without telling its poller, and a fork (the watchdog,
@@ -45,8 +46,10 @@ from supervisor.poller import BasePoller, Poller
 
 _READ = select.POLLIN | select.POLLPRI
 _WRITE = select.POLLOUT
-#: Always reported, whatever was asked for: they go to each direction registered.
+#: Always reported, whatever was asked for.
 _TROUBLE = select.POLLHUP | select.POLLERR
+#: A reader learns of an error by reading (a pipe's EOF comes with POLLHUP).
+_READABLE = _READ | _TROUBLE
 
 
 def make_poller(options: Any) -> Any:
@@ -241,7 +244,7 @@ class EpollPoller(BasePoller):  # type: ignore[misc]
         readables: list[int] = []
         writables: list[int] = []
         for fd, revents in ready.items():
-            if fd in self.readables and revents & (_READ | _TROUBLE):
+            if revents & select.POLLHUP or (fd in self.readables and revents & _READABLE):
                 readables.append(fd)
             if fd in self.writables and revents & (_WRITE | _TROUBLE):
                 writables.append(fd)

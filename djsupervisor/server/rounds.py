@@ -8,8 +8,9 @@ poll, reads, writes, transitions, reap, signals, ticks) but registers only the p
 the processes touched since the last round (a state change, after which a spawn's new
 pipes exist; stdin written; event listeners; see activity.py), every program's only
 after a group was added or removed, and a socket map entry only when it is new or
-asks for what it is not registered for; and it transitions only the groups with an
-active process. With the epoll poller (poller.py) a registration is a system call and
+asks for what it is not registered for (for writing only while it has something to
+write, as stock supervisord's poller had it); and it transitions only the groups with
+an active process. With the epoll poller (poller.py) a registration is a system call and
 the wait costs what is ready: a round costs O(events), not O(programs).
 """
 
@@ -53,10 +54,16 @@ def _register_sockets(poller: Any, socket_map: dict[int, Any], known: dict[int, 
     for fd, dispatcher in list(socket_map.items()):
         new = known.get(fd) is not dispatcher
         known[fd] = dispatcher
-        if dispatcher.readable() and (new or fd not in poller.readables):
+        if dispatcher.writable():
+            if new or fd not in poller.writables:
+                poller.register_writable(fd)
+            # Not for reading meanwhile, as in supervisord (its poller kept only the
+            # last registration): a client that shut down its side after its request
+            # would have the channel read EOF and close before the answer was out.
+            if fd in poller.readables:
+                poller.unregister_readable(fd)
+        elif dispatcher.readable() and (new or fd not in poller.readables):
             poller.register_readable(fd)
-        if dispatcher.writable() and (new or fd not in poller.writables):
-            poller.register_writable(fd)
 
 
 def _handle(supervisord: Any, fds: list[int], maps: tuple[dict[int, Any], ...], read: bool) -> None:

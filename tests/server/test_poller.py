@@ -8,12 +8,14 @@ The last ones run it inside a real supervisord with real programs.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
 import socket
 import sys
 import time
+import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -121,6 +123,17 @@ def test_a_hang_up_is_readable(poller: EpollPoller, fds: Fds) -> None:
     os.close(write_end)
     assert poller.poll(0) == ([read_end], [])
     assert os.read(read_end, 10) == b""
+
+
+def test_a_hang_up_is_readable_also_for_a_writer(poller: EpollPoller) -> None:
+    # A client gone while its answer is being sent: as with PollPoller, the channel
+    # reads (and sees the end of the connection); a writer that never reads (the
+    # console on a closed terminal) is told as a writer.
+    ours, theirs = socket.socketpair()
+    with ours:
+        poller.register_writable(ours.fileno())
+        theirs.close()
+        assert poller.poll(0) == ([ours.fileno()], [ours.fileno()])
 
 
 def test_an_error_on_a_write_end_is_writable(poller: EpollPoller, fds: Fds) -> None:
@@ -379,3 +392,56 @@ def test_the_loop_sleeps_when_idle(projects: list[Project], tmp_path: Path) -> N
     assert cpu() - before < 0.2
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=30)
+
+
+BIG_LINES = 40_000  # 80-byte lines: 3.2 MB, many socket buffers
+
+BIG_PY = f"""\\
+import sys, time
+sys.stdout.write(("x" * 79 + "\\n") * {BIG_LINES})
+sys.stdout.flush()
+time.sleep(600)
+"""
+
+
+def test_a_client_that_half_closes_gets_its_whole_answer(
+    projects: list[Project], tmp_path: Path
+) -> None:
+    # A client may shut its side down once its request is sent (HTTP/1.0 allows it):
+    # the channel then reads EOF, on which it closes. supervisord registers a channel
+    # with an answer to send for writing only (PollPoller kept the last registration),
+    # so it reads that EOF once the answer is out; so must we, though epoll watches
+    # a descriptor for both when asked.
+    script = tmp_path / "big.py"
+    script.write_text(BIG_PY)
+    project = make_project(
+        tmp_path / "proj",
+        f"[program:big]\ncommand={{{{ PYTHON }}}} -u {script}\nstartsecs=0\n"
+        "stdout_logfile_maxbytes=0\n",
+    )
+    projects.append(project)
+    server = project.start("--noreload")
+    rpc = Rpc(project)
+    rpc.wait_states({"big": "RUNNING"}, server)
+    size = 80 * BIG_LINES
+    wait_for(
+        lambda: rpc.call("supervisor.tailProcessStdoutLog", "big", 0, 0)[1] >= size,
+        30,
+        "big's output logged",
+    )
+    body = xmlrpc.client.dumps(("big", 0, size), "supervisor.readProcessStdoutLog").encode()
+    credentials = base64.b64encode(f"{rpc.username}:{rpc.password}".encode()).decode()
+    request = (
+        "POST /RPC2 HTTP/1.0\r\nContent-Type: text/xml\r\n"
+        f"Content-Length: {len(body)}\r\nAuthorization: Basic {credentials}\r\n\r\n"
+    ).encode() + body
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(rpc.serverurl.removeprefix("unix://"))
+        client.sendall(request)
+        client.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: client.recv(1 << 16), b""))
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200"), head
+    assert len(payload) > size, len(payload)
+    (data,), _ = xmlrpc.client.loads(payload)
+    assert data == ("x" * 79 + "\n") * BIG_LINES
