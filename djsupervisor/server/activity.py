@@ -6,7 +6,8 @@ is thousands of calls per round, and a round happens per request, per child exit
 output chunk: a start-up or a ``status`` that should cost O(programs) costs
 O(programs x rounds). Here a plain group transitions only its *active* processes (those
 whose state changed since they were last seen with nothing due), and the pipe map is
-rebuilt only after a state change, when a program's pipes can have changed.
+rebuilt only after a state change, when a program's pipes can have changed; only the
+changed processes' pipes are then registered with the poller again (``to_register``).
 
 Every change that can make a process due goes through ``change_state()``, which
 notifies a ``ProcessStateEvent`` synchronously: that event marks the process active.
@@ -56,8 +57,11 @@ class Activity:
         self._process_map: dict[int, Any] | None = None
         self._ordered_groups: list[Any] | None = None
         self._listener_groups: list[Any] = []
-        #: Processes whose pipes need registering again (stdin written), by id().
+        #: Processes whose pipes need registering again, by id(): their state changed
+        #: (a spawn makes new pipes) or their stdin was written.
         self.touched: dict[int, Any] = {}
+        #: Groups were added or removed since the loop last registered every pipe.
+        self.regrouped = True
         self._last_round = time.time()
         self._budget = SPAWN_BUDGET
         #: Set by the loop: whether a client is connected to a control channel.
@@ -76,6 +80,7 @@ class Activity:
         """
         self._process_map = None
         self._ordered_groups = None
+        self.regrouped = True
         if type(group) is not ProcessGroup:
             return
         self.active.update((id(p), p) for p in group.processes.values())
@@ -89,12 +94,15 @@ class Activity:
 
     def _changed(self, event: Any) -> None:
         self.active[id(event.process)] = event.process
-        # spawn() makes new pipes right after its STARTING event: rebuild lazily.
+        # spawn() makes new pipes right after its STARTING event: rebuild and register
+        # them lazily, at the next round.
+        self.touched[id(event.process)] = event.process
         self._process_map = None
 
     def _regrouped(self, event: Any) -> None:
         self._process_map = None
         self._ordered_groups = None
+        self.regrouped = True
         # A removed group's processes are never transitioned again: forget them.
         current = {id(p) for p in self.processes()}
         self.active = {key: p for key, p in self.active.items() if key in current}
@@ -133,10 +141,15 @@ class Activity:
         """Have ``proc``'s pipes registered again next round (its stdin was written)."""
         self.touched[id(proc)] = proc
 
-    def touched_dispatchers(self) -> list[tuple[int, Any]]:
-        """Pipes of touched processes and of event listeners (their stdin is written)."""
+    def to_register(self) -> list[tuple[int, Any]]:
+        """The pipes a round registers: of every program after a group was added or
+        removed, else of the processes touched since the last round (a state change,
+        stdin written) and of event listeners (their stdin is written)."""
         procs = list(self.touched.values())
         self.touched.clear()
+        if self.regrouped:
+            self.regrouped = False
+            return list(self.process_map().items())
         self._order()
         for group in self._listener_groups:
             procs.extend(group.processes.values())

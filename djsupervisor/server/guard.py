@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import resource
 import signal
 import sys
 
@@ -33,6 +34,16 @@ def die_with_parent(parent_pid: int) -> None:
     """
     if not signal_on_parent_death(signal.SIGKILL, parent_pid):
         os._exit(1)
+
+
+def open_max() -> int:
+    """One more than the highest descriptor number this process can hold."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = os.sysconf("SC_OPEN_MAX")
+    # Never below the old fixed bound: a descriptor opened before the limit was
+    # lowered may sit above it. os.closerange() uses close_range(2) where it can.
+    return max(soft, 4096)
 
 
 class Watchdog:
@@ -67,8 +78,11 @@ class Watchdog:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
                 signal.signal(sig, signal.SIG_IGN)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # Every copy of supervisord's descriptors: a pipe kept open here would
+            # never give its program EOF (and keep a stale epoll registration alive).
+            # Up to the real limit, not a guess: 5,000 programs hold 25,000.
             os.closerange(3, read_fd)
-            os.closerange(read_fd + 1, 4096)
+            os.closerange(read_fd + 1, open_max())
             groups: set[int] = set()
             pending = b""
             clean = False

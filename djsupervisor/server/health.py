@@ -22,10 +22,18 @@ Done = Callable[[bool, str], None]
 class SocketProbe:
     """A TCP connect, optionally followed by an HTTP(S) GET whose status must be < 400."""
 
-    def __init__(self, check: Healthcheck, socket_map: dict[int, Any], done: Done) -> None:
+    def __init__(
+        self,
+        check: Healthcheck,
+        socket_map: dict[int, Any],
+        done: Done,
+        forget: Callable[[int], None] | None = None,
+    ) -> None:
         self.check = check
         self.done = done
         self.socket_map = socket_map
+        #: Unregisters the socket from the poller before it closes (see poller.py).
+        self.forget = forget
         self.buffer = b""
         self.connected = False
         self.handshaken = check.kind != "https"
@@ -120,6 +128,8 @@ class SocketProbe:
     def finish(self, ok: bool, detail: str) -> None:
         if self.socket_map.get(self.fd) is self:
             del self.socket_map[self.fd]
+            if self.forget is not None:
+                self.forget(self.fd)
         with contextlib.suppress(OSError):
             self.sock.close()
         done, self.done = self.done, _ignore

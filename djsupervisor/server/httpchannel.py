@@ -11,12 +11,17 @@ during a start-up each round also starts a batch of programs, so the answer came
 only once every program had started. The channel asks for a send buffer the size of
 its own (the kernel caps it at its limit), and the loop keeps rounds short while a
 client is connected (see ``talking`` and activity.py).
+
+A channel closes its socket once its answer is out: it unregisters it from the poller
+first (see poller.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from supervisor.http import deferring_http_channel
@@ -28,7 +33,10 @@ SEND_SIZE = 1 << 20
 class WholeAnswerChannel(deferring_http_channel):  # type: ignore[misc]
     ac_out_buffer_size = SEND_SIZE
 
-    def __init__(self, server: Any, conn: Any, addr: Any) -> None:
+    def __init__(
+        self, server: Any, conn: Any, addr: Any, forget: Callable[[int], None] | None = None
+    ) -> None:
+        self.forget = forget
         super().__init__(server, conn, addr)
         with contextlib.suppress(OSError):
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_SIZE)
@@ -42,6 +50,12 @@ class WholeAnswerChannel(deferring_http_channel):  # type: ignore[misc]
             if (len(self.ac_out_buffer), len(self.producer_fifo)) == before:
                 break
         super().initiate_send()
+
+    def close(self) -> None:
+        fd = self.__dict__.get("_fileno")
+        if fd is not None and self.forget is not None:
+            self.forget(fd)
+        super().close()
 
 
 def talking(socket_map: dict[int, Any]) -> bool:
@@ -73,8 +87,11 @@ def requested(socket_map: dict[int, Any], readable: list[int]) -> bool:
     return any(isinstance(socket_map.get(fd), (http_server, WholeAnswerChannel)) for fd in readable)
 
 
-def install(httpservers: Any) -> None:
-    """Make every supervisord HTTP server (unix and inet) accept with our channel."""
+def install(httpservers: Any, forget: Callable[[int], None]) -> None:
+    """Make every supervisord HTTP server (unix and inet) accept with our channel.
+
+    ``forget(fd)`` unregisters a channel's socket from the poller before it closes.
+    """
     for _, server in httpservers:
         if getattr(server, "channel_class", None) is deferring_http_channel:
-            server.channel_class = WholeAnswerChannel
+            server.channel_class = functools.partial(WholeAnswerChannel, forget=forget)

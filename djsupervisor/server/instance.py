@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config.rundir import ensure_runtime_dir, open_private
 from ..errors import ConfigError, StartError
+from . import httpchannel
 
 #: How often (seconds, at most) a running supervisord looks for its runtime directory.
 CHECK_INTERVAL = 2.0
@@ -164,6 +165,9 @@ class RuntimeDirWatch:
             for dispatcher in list(socket_map.values()):
                 if getattr(dispatcher, "server", None) is server:
                     dispatcher.close()
+            fd = server.__dict__.get("_fileno")
+            if fd is not None:
+                options.forget_fd(fd)  # before it closes (see poller.py)
             server.close()
         configs = options.server_configs
         options.server_configs = [c for c, _ in unix]
@@ -171,6 +175,7 @@ class RuntimeDirWatch:
             fresh = options.make_http_servers(self.supervisor)
         finally:
             options.server_configs = configs
+        httpchannel.install(fresh, options.forget_fd)
         options.httpservers = others + list(fresh)
         # As on SIGUSR2: supervisord's log and AUTO child logs, at their paths again.
         options.reopenlogs()

@@ -4,7 +4,8 @@ Stock supervisord polls with a fixed 1 s timeout that signals do not interrupt (
 retries an interrupted poll), so the first spawn, every state change and every reaped
 child during shutdown wait up to a second; and it stops programs one at a time. Here
 the loop sleeps exactly until the next thing supervisord would act on, and any signal
-(SIGCHLD included) wakes it through ``signal.set_wakeup_fd``.
+(SIGCHLD included) wakes it through ``signal.set_wakeup_fd``. On Linux it waits with
+epoll (poller.py), registering only what changed since the last round (rounds.py).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         self.activity.subscribe()
         self.options.inherited_fds = InheritedFds()
         self.options.spawner = Spawner()
-        httpchannel.install(self.options.httpservers)
+        httpchannel.install(self.options.httpservers, self.options.forget_fd)
         self.activity.talking = lambda: httpchannel.talking(socket_map)
         self.activity.sending = lambda: httpchannel.sending(socket_map)
         console = self.options.console

@@ -218,7 +218,9 @@ class Orchestrator:
             self.commands[probe.pid] = probe
             health.probe = probe
         else:
-            health.probe = SocketProbe(check, self.options.get_socket_map(), done)
+            health.probe = SocketProbe(
+                check, self.options.get_socket_map(), done, forget=self.options.forget_fd
+            )
             self.opened = True
 
     def _probed(self, proc: Any, key: Key, health: Health, ok: bool, detail: str) -> None:

@@ -22,6 +22,7 @@ from . import capture, guard, limits, rpc, spawn, spawner
 from .console import Console, ConsoleLogHandler
 from .logguard import LogGuard, guard_logger
 from .loop import ProjectSupervisor
+from .poller import make_poller, unregister_fd
 
 #: The signals supervisord takes over (options.setsignals) and never gives back.
 HANDLED_SIGNALS = (
@@ -63,6 +64,8 @@ class ProjectServerOptions(parser.ParsingOptions):
         log_guard: LogGuard | None = None,
     ) -> None:
         super().__init__(load, configfile, runtime_dir=runtime_dir)
+        # epoll on Linux: a loop round no longer hands the kernel every program's pipes.
+        self.poller = make_poller(self)
         self.project_dir = project_dir
         self.hangup_stops = hangup_stops
         self.console = console
@@ -205,6 +208,18 @@ class ProjectServerOptions(parser.ParsingOptions):
         if pid > 0 and self.watchdog is not None:
             self.watchdog.add(pid)  # the child becomes its own process group
         return pid
+
+    def close_fd(self, fd: int) -> None:
+        # An epoll registration outlives close() while a fork holds a copy of the file,
+        # and cannot be removed once the number is closed: unregister first (poller.py).
+        # supervisord closes a program's pipes here (when it is reaped, or its spawn
+        # failed); a program's child closes every inherited one here before exec.
+        self.forget_fd(fd)
+        super().close_fd(fd)
+
+    def forget_fd(self, fd: int) -> None:
+        """Unregister ``fd`` from the poller: call it before ``fd`` is closed."""
+        unregister_fd(self.poller, fd)
 
     def execve(self, filename: str, argv: list[str], env: dict[str, str]) -> None:
         # supervisor.childutils (superlance & co.) read the credentials from the

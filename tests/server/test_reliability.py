@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -184,6 +185,71 @@ def test_a_killed_watchdog_is_replaced(setup: Setup) -> None:
     server.send_signal(signal.SIGKILL)
     assert output.finish() == -signal.SIGKILL
     wait_dead(programs, timeout=GRACE)
+
+
+#: In the server's settings: hold 4,200 descriptors, so supervisord's own go above 4096.
+HIGH_FDS = """
+import os, resource
+if os.environ.get("HOLD_FDS"):
+    _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(_soft, 8192), _hard))
+    HELD_FDS = [os.open(os.devnull, os.O_RDONLY) for _ in range(4200)]
+"""
+
+
+def pipe_fds(pid: int) -> dict[int, str]:
+    """``{fd: "pipe:[inode]"}`` for the pipes process ``pid`` holds."""
+    found = {}
+    for entry in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            target = os.readlink(f"/proc/{pid}/fd/{entry}")
+            if target.startswith("pipe:"):
+                found[int(entry)] = target
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc/PID/fd")
+def test_a_new_watchdog_keeps_no_descriptor_above_4096(
+    projects: list[Project], tmp_path: Path
+) -> None:
+    # 5,000 programs hold 25,000 descriptors. A watchdog forked again (the first one
+    # was killed) got copies of all of them and closed those below 4096 only: a copy
+    # of a program's pipe keeps it open (no EOF for a program reading it) and keeps an
+    # epoll registration alive after supervisord closed its own.
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < 8192:
+        pytest.skip("needs a hard descriptor limit of 8192 or more")
+    project = make_project(
+        tmp_path / "proj",
+        "[program:one]\ncommand=sleep 600\nstartsecs=0\n",
+        extra_settings=HIGH_FDS,
+    )
+    projects.append(project)
+    server = project.start("--noreload", HOLD_FDS="1")
+    output = LineReader(server)
+    rpc = Rpc(project)
+    pid = rpc.wait_states({"one": "RUNNING"}, server)["one"]["pid"]
+    stdout = os.readlink(f"/proc/{pid}/fd/1")
+    ours = [fd for fd, target in pipe_fds(server.pid).items() if target == stdout]
+    assert ours and min(ours) > 4096, ours  # the setup works: its pipes are up there
+    (watchdog,) = set(descendants([server.pid])) - {pid}
+    os.kill(watchdog, signal.SIGKILL)
+    output.wait_for("the orphan watchdog died; starting a new one")
+    fds: set[int] = set()
+
+    def settled() -> bool:
+        # stdin, stdout, stderr and its end of the pipe from supervisord: nothing else
+        # (once it has closed the rest, right after the fork).
+        nonlocal fds
+        new = set(descendants([server.pid])) - {pid, watchdog}
+        with contextlib.suppress(FileNotFoundError):
+            fds = {int(fd) for fd in os.listdir(f"/proc/{new.pop()}/fd")} if new else set()
+        return len(fds - {0, 1, 2}) == 1
+
+    with contextlib.suppress(AssertionError):
+        project.wait_for(settled, 5)
+    assert len(fds - {0, 1, 2}) == 1, sorted(fds)
+    server.send_signal(signal.SIGTERM)
+    assert output.finish() == 0, output.text
 
 
 def test_sighup_without_a_terminal_reloads(setup: Setup) -> None:
