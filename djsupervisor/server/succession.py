@@ -53,21 +53,20 @@ def wait_for_previous(
     ``ping`` raises ``NotRunning`` unless supervisord answers normally. An instance that
     answers normally is left to the usual "already running" refusal.
     """
-    if not instance.held(runtime_dir, lock_path):
-        return
-    try:
-        ping()
-        return  # running normally: not ours to wait for
-    except NotRunning:
-        pass  # shutting down, or its control channel is already closed
     timeout = longest_stopwaitsecs(merged) + margin
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not instance.held(runtime_dir, lock_path):
+    while instance.held(runtime_dir, lock_path):
+        try:
+            ping()
+            # Running normally (again: one whose runtime directory was deleted answers
+            # once it has made it anew, within seconds): the usual refusal follows.
             return
+        except NotRunning:
+            pass  # shutting down, or its control channel is not there (yet)
+        if time.monotonic() >= deadline:
+            pid = _pid(merged.sections.get("supervisord", {}).get("pidfile"))
+            raise StartError(
+                f"the previous supervisord of this project (pid {pid}) is still shutting "
+                f"down after {timeout:g} s; try again once it has stopped"
+            )
         sleep(0.05)
-    pid = _pid(merged.sections.get("supervisord", {}).get("pidfile"))
-    raise StartError(
-        f"the previous supervisord of this project (pid {pid}) is still shutting down "
-        f"after {timeout:g} s; try again once it has stopped"
-    )
