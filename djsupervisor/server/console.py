@@ -151,11 +151,13 @@ class Console:
         self._head_cache[(name, mark)] = (second, head, b"\n" + head)
         return head, b"\n" + head
 
-    def _full(self) -> bool:
-        """Whether to drop output now; once the console has read half, say what was lost.
+    def _full(self, incoming: int = 0) -> bool:
+        """Whether to drop ``incoming`` bytes; once the console has read half, say what was lost.
 
-        Half, not "below the limit": otherwise a console that reads a little at a
-        time would alternate between taking and dropping, one marker line each time.
+        While the console is behind, the queue stays within the limit: a read can be a
+        megabyte (see pipes.py). Half, not "below the limit": otherwise a console that
+        reads a little at a time would alternate between taking and dropping, one marker
+        line each time; so right after the marker line, what comes is taken.
         """
         if self.dropping:
             if len(self.pending) > self.limit // 2:
@@ -169,7 +171,7 @@ class Console:
             self.pending += b"\n"
             self.dropped_lines = self.dropped_bytes = 0
             return False
-        if len(self.pending) >= self.limit:
+        if self.pending and len(self.pending) + incoming > self.limit:
             self.dropping = True
         return self.dropping
 
@@ -192,16 +194,19 @@ class Console:
             previous, data = b"", previous + data + b"\n"
             cut = len(data) - 1
         # Shown: previous + data[: cut + 1]; the rest, a partial line, waits. Neither is
-        # sliced off or joined: a read is up to 128 KiB, and every copy of it costs.
+        # sliced off or joined: a read can be a megabyte, and every copy of it costs.
         tail = len(data) - cut - 1
         if tail:
             self.partials[key] = (data[cut + 1 :], now)
-        if self._full():
-            self._drop(data.count(b"\n"), len(previous) + cut + 1)
-            return
         if name not in self.colors:
             self.add_names([name])
         head, newline_head = self._heads(name, b"|" if channel == "stdout" else b"!", now)
+        size = len(previous) + cut + 1
+        if self.pending or self.dropping:  # behind: will it fit?
+            lines = data.count(b"\n")
+            if self._full(size + lines * len(head)):
+                self._drop(lines, size)
+                return
         if head:
             # One pass of bytes.replace: several times faster than split and join. It
             # prefixes the partial line too: that (and its prefix) is left out.
@@ -215,10 +220,12 @@ class Console:
         text = text.rstrip("\n")
         if level not in ("INFO", "DEBG", "TRAC", "BLAT"):
             text = f"{level} {text}"
-        if self._full():
-            self._drop(text.count("\n") + 1, len(text.encode("utf-8", "replace")) + 1)
-            return
+        raw = text.encode("utf-8", "replace")
         head = self._prefix(SUPERVISOR_NAME, b"|", self.clock())
+        lines = text.count("\n") + 1
+        if self._full(len(raw) + 1 + lines * len(head)):
+            self._drop(lines, len(raw) + 1)
+            return
         for line in text.split("\n"):
             self.pending += head + line.encode("utf-8", "replace") + b"\n"
         self.flush()
