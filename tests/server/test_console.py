@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from djsupervisor.server import pipes
 from djsupervisor.server.console import PARTIAL_DELAY, Console, use_color
-from tests.utils import Project, make_project
+from tests.utils import Project, Rpc, make_project
 
 ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 # "HH:MM:SS name | text": stdout lines use "|", stderr lines "!".
@@ -837,6 +838,73 @@ def test_slow_console_blocks_neither_programs_nor_supervisord(project: Project, 
     assert len(shown) == count + 1
     filler = b"f" * 70
     assert shown == [*(b"%08d %s" % (i, filler) for i in range(count)), b"END"]
+
+
+BURST = """\
+import os
+import sys
+import time
+
+go = sys.argv[1]
+out = sys.stdout.buffer
+filler = b"b" * 70
+
+
+def lines(first, last):
+    return b"".join(b"%08d %s\\n" % (i, filler) for i in range(first, last))
+
+
+out.write(lines(0, 50000))  # 4 MB, as fast as it goes: the pipe fills up
+out.flush()
+open("flooded", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.01)
+out.write(lines(50000, 62000) + b"END\\n")  # 960 kB: fits a grown pipe, then exit
+out.flush()
+"""
+
+
+def state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0]
+
+
+@pytest.mark.skipif(pipes.F_SETPIPE_SZ is None, reason="pipes cannot grow here")
+def test_a_flooding_program_gets_a_big_pipe_and_its_last_megabyte_shows(
+    project: Project,
+) -> None:
+    go = project.path / "go"
+    configure(
+        project,
+        {"burst": f"{script(project, 'burst', BURST)} {go}"},
+        extra="stdout_logfile={{ PROJECT_DIR }}/burst.log\nstdout_logfile_maxbytes=0\n",
+    )
+    server = start(project)
+    reader = Reader.of(server)
+    project.wait_for((project.path / "flooded").exists, what="the first burst")
+    pid = Rpc(project).info()["burst"]["pid"]
+    # The program's stdout, opened here too: the same pipe, to look into.
+    pipe = os.open(f"/proc/{pid}/fd/1", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ) == pipes.GROWN_SIZE  # type: ignore[attr-defined]
+        reader.wait_for(b" burst      | 00049999 ")
+        # supervisord stopped: the program writes its last 960 kB into the pipe and exits.
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            go.touch()
+            project.wait_for(lambda: state(pid) == "Z", what="the program's exit")
+            assert queued(pipe) > 900_000
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        os.close(pipe)
+    # supervisord reaps it, reads the pipe once more and closes it: all of it must come.
+    reader.wait_for(b"exited: burst")
+    assert stop(server, reader) == 0
+    filler = b"b" * 70
+    expected = [*(b"%08d %s" % (i, filler) for i in range(62000)), b"END"]
+    assert program_lines(reader.lines(), "burst") == expected
+    assert (project.path / "burst.log").read_bytes() == b"\n".join(expected) + b"\n"
 
 
 def test_daemonized_output_goes_to_the_log_files_only(project: Project) -> None:
