@@ -17,7 +17,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # Partial lines (no newline yet) are shown after this long.
@@ -75,6 +75,7 @@ class Console:
 
     def __post_init__(self) -> None:
         self._socket: socket.socket | None = None
+        self._head_cache: dict[tuple[str, bytes], tuple[int, bytes, bytes]] = {}
         self.dropping = False
         self.dropped_lines = 0
         self.dropped_bytes = 0
@@ -90,27 +91,73 @@ class Console:
             return self._socket.send(data, socket.MSG_DONTWAIT)
         return os.write(self.fd, data)
 
+    def _writev(self, parts: Sequence[bytes | memoryview]) -> int:
+        if self._socket is not None:
+            return self._socket.sendmsg(parts, (), socket.MSG_DONTWAIT)
+        return os.writev(self.fd, parts)
+
+    def _send(self, parts: Sequence[bytes | memoryview]) -> None:
+        """Write ``parts`` now, in one call, if nothing waits; queue what the console refuses.
+
+        Nothing is copied while the console keeps up, as a terminal or a file does.
+        """
+        if self.pending:
+            for part in parts:
+                self.pending += part
+            self.flush()
+            return
+        try:
+            written = self._writev(parts)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError:
+            return  # the console is gone: as in flush()
+        for part in parts:
+            if written >= len(part):
+                written -= len(part)
+                continue
+            with memoryview(part) as view:
+                self.pending += view[written:]
+            written = 0
+
     def add_names(self, names: list[str]) -> None:
+        self._head_cache.clear()  # a longer name widens every label
         for name in names:
             self.width = max(self.width, len(name))
             if name not in self.colors:
                 self.colors[name] = COLORS[len(self.colors) % len(COLORS)]
 
     def _prefix(self, name: str, mark: bytes, now: float) -> bytes:
+        return self._heads(name, mark, now)[0]
+
+    def _heads(self, name: str, mark: bytes, now: float) -> tuple[bytes, bytes]:
+        """``name``'s prefix at ``now``, and the same after a newline.
+
+        Cached for the current second: a busy program's every read needs it.
+        """
         if not self.prefix:
-            return b""
+            return b"", b"\n"
+        second = int(now)
+        cached = self._head_cache.get((name, mark))
+        if cached is not None and cached[0] == second:
+            return cached[1], cached[2]
         stamp = time.strftime("%H:%M:%S", time.localtime(now)).encode()
         label = name.ljust(self.width).encode("utf-8", "replace")
         if self.color:
             code = self.colors.get(name, 0) if name != SUPERVISOR_NAME else 1
-            return b"%s \x1b[%dm%s %s%s " % (stamp, code, label, mark, RESET)
-        return b"%s %s %s " % (stamp, label, mark)
+            head = b"%s \x1b[%dm%s %s%s " % (stamp, code, label, mark, RESET)
+        else:
+            head = b"%s %s %s " % (stamp, label, mark)
+        self._head_cache[(name, mark)] = (second, head, b"\n" + head)
+        return head, b"\n" + head
 
-    def _full(self) -> bool:
-        """Whether to drop output now; once the console has read half, say what was lost.
+    def _full(self, incoming: int = 0) -> bool:
+        """Whether to drop ``incoming`` bytes; once the console has read half, say what was lost.
 
-        Half, not "below the limit": otherwise a console that reads a little at a
-        time would alternate between taking and dropping, one marker line each time.
+        While the console is behind, the queue stays within the limit: a read can be a
+        megabyte (see pipes.py). Half, not "below the limit": otherwise a console that
+        reads a little at a time would alternate between taking and dropping, one marker
+        line each time; so right after the marker line, what comes is taken.
         """
         if self.dropping:
             if len(self.pending) > self.limit // 2:
@@ -124,13 +171,13 @@ class Console:
             self.pending += b"\n"
             self.dropped_lines = self.dropped_bytes = 0
             return False
-        if len(self.pending) >= self.limit:
+        if self.pending and len(self.pending) + incoming > self.limit:
             self.dropping = True
         return self.dropping
 
-    def _drop(self, data: bytes) -> None:
-        self.dropped_lines += data.count(b"\n")
-        self.dropped_bytes += len(data)
+    def _drop(self, lines: int, size: int) -> None:
+        self.dropped_lines += lines
+        self.dropped_bytes += size
 
     def output(self, name: str, channel: str, data: bytes) -> None:
         """Queue a program's output: whole lines now, a trailing partial line later."""
@@ -139,40 +186,46 @@ class Console:
         now = self.clock()
         key = (name, channel)
         previous, since = self.partials.pop(key, (b"", now))
-        data = previous + data
         cut = data.rfind(b"\n")
         if cut == -1:
-            if len(data) < MAX_PARTIAL:
-                self.partials[key] = (data, since)
+            if len(previous) + len(data) < MAX_PARTIAL:
+                self.partials[key] = (previous + data, since)
                 return
-            data += b"\n"
+            previous, data = b"", previous + data + b"\n"
             cut = len(data) - 1
-        if cut + 1 < len(data):
+        # Shown: previous + data[: cut + 1]; the rest, a partial line, waits. Neither is
+        # sliced off or joined: a read can be a megabyte, and every copy of it costs.
+        tail = len(data) - cut - 1
+        if tail:
             self.partials[key] = (data[cut + 1 :], now)
-        if self._full():
-            self._drop(data[: cut + 1])
-            return
         if name not in self.colors:
             self.add_names([name])
-        head = self._prefix(name, b"|" if channel == "stdout" else b"!", now)
+        head, newline_head = self._heads(name, b"|" if channel == "stdout" else b"!", now)
+        size = len(previous) + cut + 1
+        if self.pending or self.dropping:  # behind: will it fit?
+            lines = data.count(b"\n")
+            if self._full(size + lines * len(head)):
+                self._drop(lines, size)
+                return
         if head:
-            # One pass of bytes.replace: several times faster than split and join.
-            self.pending += head
-            self.pending += data[:cut].replace(b"\n", b"\n" + head)
-            self.pending += b"\n"
+            # One pass of bytes.replace: several times faster than split and join. It
+            # prefixes the partial line too: that (and its prefix) is left out.
+            body = data.replace(b"\n", newline_head)
+            self._send((head, previous, memoryview(body)[: len(body) - len(head) - tail]))
         else:
-            self.pending += data[: cut + 1]
-        self.flush()
+            self._send((previous, memoryview(data)[: cut + 1]))
 
     def message(self, level: str, text: str) -> None:
         """Queue one of supervisord's own log messages."""
         text = text.rstrip("\n")
         if level not in ("INFO", "DEBG", "TRAC", "BLAT"):
             text = f"{level} {text}"
-        if self._full():
-            self._drop(text.encode("utf-8", "replace") + b"\n")
-            return
+        raw = text.encode("utf-8", "replace")
         head = self._prefix(SUPERVISOR_NAME, b"|", self.clock())
+        lines = text.count("\n") + 1
+        if self._full(len(raw) + 1 + lines * len(head)):
+            self._drop(lines, len(raw) + 1)
+            return
         for line in text.split("\n"):
             self.pending += head + line.encode("utf-8", "replace") + b"\n"
         self.flush()

@@ -22,7 +22,11 @@ from . import capture, guard, limits, rpc, spawn, spawner
 from .console import Console, ConsoleLogHandler
 from .logguard import LogGuard, guard_logger
 from .loop import ProjectSupervisor
+<<<<<<< HEAD
 from .poller import make_poller, unregister_fd
+=======
+from .pipes import OutputPipes
+>>>>>>> i16-console
 
 #: The signals supervisord takes over (options.setsignals) and never gives back.
 HANDLED_SIGNALS = (
@@ -74,6 +78,7 @@ class ProjectServerOptions(parser.ParsingOptions):
         self.supervisord_uid = os.getuid()
         self.log_guard = log_guard or LogGuard()
         self.log_guard.report = self._report_dropped_logs
+        self.output_pipes = OutputPipes()
 
     @property
     def mood(self) -> int:
@@ -130,6 +135,14 @@ class ProjectServerOptions(parser.ParsingOptions):
     def _report_dropped_logs(self, text: str) -> None:
         if getattr(self, "logger", None) is not None:
             self.logger.warn(text)
+
+    def readfd(self, fd: int) -> bytes:
+        # Programs' output pipes, read by their dispatchers: see pipes.py.
+        return self.output_pipes.read(fd)
+
+    def close_fd(self, fd: int) -> None:
+        self.output_pipes.forget(fd)
+        super().close_fd(fd)
 
     def check_pidfile(self) -> None:
         """Fail now, before any socket opens, if the pid file cannot be written later."""

@@ -12,6 +12,7 @@ import fcntl
 import itertools
 import os
 import pty
+import random
 import re
 import signal
 import socket
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from djsupervisor.server import pipes
 from djsupervisor.server.console import PARTIAL_DELAY, Console, use_color
-from tests.utils import Project, make_project
+from tests.utils import Project, Rpc, make_project
 
 ANSI = re.compile(rb"\x1b\[[0-9;]*m")
 # "HH:MM:SS name | text": stdout lines use "|", stderr lines "!".
@@ -329,6 +331,95 @@ def test_console_never_blocks_and_keeps_order(pipe: tuple[int, int]) -> None:
         console.flush()
     received += read_all(read_end)
     assert received == b"".join(sent)
+
+
+def test_console_prefix_follows_the_clock_and_new_names(pipe: tuple[int, int]) -> None:
+    read_end, write_end = pipe
+    clock = Clock()
+    console = Console(write_end, clock=clock)
+    console.add_names(["web"])
+    console.output("web", "stdout", b"one\n")
+    first = stamp(clock)
+    clock.now += 1  # the prefix is kept for a second: not a moment longer
+    console.output("web", "stdout", b"two\n")
+    console.output("web", "stderr", b"three\n")
+    console.add_names(["a-long-worker"])  # every label widens at once
+    console.output("web", "stdout", b"four\n")
+    second = stamp(clock)
+    assert first != second
+    assert read_all(read_end) == (
+        first
+        + b" web        | one\n"
+        + second
+        + b" web        | two\n"
+        + second
+        + b" web        ! three\n"
+        + second
+        + b" web           | four\n"
+    )
+
+
+def formatted(calls: list[tuple[str, str, bytes, float]], width: int, *, prefix: bool) -> bytes:
+    """What the console must show for ``calls``, the plain way: one line at a time."""
+    partial: dict[tuple[str, str], bytes] = {}
+    out = bytearray()
+    for name, channel, data, now in calls:
+        *lines, partial[name, channel] = (partial.get((name, channel), b"") + data).split(b"\n")
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)).encode()
+        mark = b"|" if channel == "stdout" else b"!"
+        for line in lines:
+            if prefix:
+                out += b"%s %s %s " % (stamp, name.ljust(width).encode(), mark)
+            out += line + b"\n"
+    return bytes(out)
+
+
+@pytest.mark.parametrize(("kind", "prefix"), [("file", True), ("pipe", True), ("pipe", False)])
+def test_console_shows_reads_of_any_size_cut_anywhere_whole_and_in_order(
+    tmp_path: Path, kind: str, prefix: bool
+) -> None:
+    # A grown pipe gives reads of up to a megabyte, a slow program single bytes; lines are
+    # cut wherever a read ends, and a busy console takes part of a write.
+    rng = random.Random(16)
+    streams = {
+        key: b"".join(
+            b"%s %06d %s\n" % (key[0].encode(), i, b"x" * rng.choice((0, 1, 70, 70, 900, 30000)))
+            for i in range(3000)
+        )
+        for key in (("web", "stdout"), ("web", "stderr"), ("a-long-worker", "stdout"))
+    }
+    sizes = (1, 7, 80, 4096, 65536, 128 * 1024, 1024 * 1024)
+    clock = Clock()
+    calls = []
+    while streams:
+        key = rng.choice(sorted(streams))
+        size = rng.choice((*sizes, rng.randrange(1, 1536 * 1024)))
+        data, rest = streams[key][:size], streams[key][size:]
+        if rest:
+            streams[key] = rest
+        else:
+            del streams[key]
+        clock.now += rng.random() * 0.4  # across seconds: the stamps change
+        calls.append((key[0], key[1], data, clock.now))
+    if kind == "file":
+        write_end = os.open(tmp_path / "console", os.O_WRONLY | os.O_CREAT, 0o600)
+    else:
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        reader = Reader(read_end)
+    console = Console(write_end, clock=clock, prefix=prefix, limit=1 << 30)
+    console.add_names(["web", "a-long-worker"])
+    for name, channel, data, clock.now in calls:
+        console.output(name, channel, data)
+    assert not console.partials
+    console.close()
+    if kind == "file":
+        shown = (tmp_path / "console").read_bytes()
+    else:
+        reader.join()
+        os.close(read_end)
+        shown = bytes(reader.data)
+    assert shown == formatted(calls, len("a-long-worker"), prefix=prefix)
 
 
 def test_console_drain_waits_for_a_slow_but_steady_console(pipe: tuple[int, int]) -> None:
@@ -747,6 +838,73 @@ def test_slow_console_blocks_neither_programs_nor_supervisord(project: Project, 
     assert len(shown) == count + 1
     filler = b"f" * 70
     assert shown == [*(b"%08d %s" % (i, filler) for i in range(count)), b"END"]
+
+
+BURST = """\
+import os
+import sys
+import time
+
+go = sys.argv[1]
+out = sys.stdout.buffer
+filler = b"b" * 70
+
+
+def lines(first, last):
+    return b"".join(b"%08d %s\\n" % (i, filler) for i in range(first, last))
+
+
+out.write(lines(0, 50000))  # 4 MB, as fast as it goes: the pipe fills up
+out.flush()
+open("flooded", "w").close()
+while not os.path.exists(go):
+    time.sleep(0.01)
+out.write(lines(50000, 62000) + b"END\\n")  # 960 kB: fits a grown pipe, then exit
+out.flush()
+"""
+
+
+def state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rpartition(")")[2].split()[0]
+
+
+@pytest.mark.skipif(pipes.F_SETPIPE_SZ is None, reason="pipes cannot grow here")
+def test_a_flooding_program_gets_a_big_pipe_and_its_last_megabyte_shows(
+    project: Project,
+) -> None:
+    go = project.path / "go"
+    configure(
+        project,
+        {"burst": f"{script(project, 'burst', BURST)} {go}"},
+        extra="stdout_logfile={{ PROJECT_DIR }}/burst.log\nstdout_logfile_maxbytes=0\n",
+    )
+    server = start(project)
+    reader = Reader.of(server)
+    project.wait_for((project.path / "flooded").exists, what="the first burst")
+    pid = Rpc(project).info()["burst"]["pid"]
+    # The program's stdout, opened here too: the same pipe, to look into.
+    pipe = os.open(f"/proc/{pid}/fd/1", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert fcntl.fcntl(pipe, fcntl.F_GETPIPE_SZ) == pipes.GROWN_SIZE  # type: ignore[attr-defined]
+        reader.wait_for(b" burst      | 00049999 ")
+        # supervisord stopped: the program writes its last 960 kB into the pipe and exits.
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            go.touch()
+            project.wait_for(lambda: state(pid) == "Z", what="the program's exit")
+            assert queued(pipe) > 900_000
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        os.close(pipe)
+    # supervisord reaps it, reads the pipe once more and closes it: all of it must come.
+    reader.wait_for(b"exited: burst")
+    assert stop(server, reader) == 0
+    filler = b"b" * 70
+    expected = [*(b"%08d %s" % (i, filler) for i in range(62000)), b"END"]
+    assert program_lines(reader.lines(), "burst") == expected
+    assert (project.path / "burst.log").read_bytes() == b"\n".join(expected) + b"\n"
 
 
 def test_daemonized_output_goes_to_the_log_files_only(project: Project) -> None:

@@ -301,6 +301,38 @@ def test_console_drops_whole_lines_beyond_its_limit_and_says_so_once() -> None:
     assert lines[-1] == markers[0]
 
 
+def test_console_queue_stays_within_its_limit_with_megabyte_reads() -> None:
+    # A grown pipe gives reads of up to a megabyte: the queue must not exceed the
+    # limit by one of them (the unread-console memory bound), nor lose whole-line order.
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    limit = 1024 * 1024
+    console = Console(write_end, limit=limit)
+    console.add_names(["w"])
+    lines = [b"%07d %s\n" % (i, b"z" * 72) for i in range(80_000)]  # 6.4 MB
+    try:
+        for start in range(0, len(lines), 9000):  # 720 kB reads, 920 kB on the console
+            console.output("w", "stdout", b"".join(lines[start : start + 9000]))
+            assert len(console.pending) <= limit
+        received = bytearray()
+        os.set_blocking(read_end, False)
+        while console.pending or not received.endswith(b"\n"):
+            with contextlib.suppress(BlockingIOError):
+                received += os.read(read_end, 1 << 20)
+            console.flush()
+    finally:
+        os.close(read_end)
+        console.close()
+    shown = [x.partition(b" | ")[2] for x in bytes(received).split(b"\n")[:-1]]
+    markers = [x for x in shown if x.startswith(b"WARN console: dropped")]
+    assert len(markers) == 1
+    assert shown[-1] == markers[0]
+    dropped = int(re.search(rb"dropped (\d+) lines", markers[0])[1])  # type: ignore[index]
+    kept = shown[:-1]
+    assert kept == [line[:-1] for line in lines[: len(kept)]]  # in order, none cut
+    assert len(kept) + dropped == len(lines)
+
+
 CAP = 1024 * 1024
 
 
