@@ -22,11 +22,8 @@ from . import capture, guard, limits, rpc, spawn, spawner
 from .console import Console, ConsoleLogHandler
 from .logguard import LogGuard, guard_logger
 from .loop import ProjectSupervisor
-<<<<<<< HEAD
-from .poller import make_poller, unregister_fd
-=======
 from .pipes import OutputPipes
->>>>>>> i16-console
+from .poller import make_poller, unregister_fd
 
 #: The signals supervisord takes over (options.setsignals) and never gives back.
 HANDLED_SIGNALS = (
@@ -140,10 +137,6 @@ class ProjectServerOptions(parser.ParsingOptions):
         # Programs' output pipes, read by their dispatchers: see pipes.py.
         return self.output_pipes.read(fd)
 
-    def close_fd(self, fd: int) -> None:
-        self.output_pipes.forget(fd)
-        super().close_fd(fd)
-
     def check_pidfile(self) -> None:
         """Fail now, before any socket opens, if the pid file cannot be written later."""
         existed = os.path.lexists(self.pidfile)
@@ -228,6 +221,7 @@ class ProjectServerOptions(parser.ParsingOptions):
         # supervisord closes a program's pipes here (when it is reaped, or its spawn
         # failed); a program's child closes every inherited one here before exec.
         self.forget_fd(fd)
+        self.output_pipes.forget(fd)
         super().close_fd(fd)
 
     def forget_fd(self, fd: int) -> None:
