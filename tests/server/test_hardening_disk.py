@@ -268,6 +268,17 @@ def test_a_bad_console_buffer_setting_is_one_line(tmp_path: Path) -> None:
 # --- the console's buffer limit ------------------------------------------------------------
 
 
+def read_back(console: Console, read_end: int) -> bytes:
+    """Read the console's pipe until everything queued, and a whole last line, arrived."""
+    received = bytearray()
+    os.set_blocking(read_end, False)
+    while console.pending or not received.endswith(b"\n"):
+        with contextlib.suppress(BlockingIOError):
+            received += os.read(read_end, 1 << 20)
+        console.flush()
+    return bytes(received)
+
+
 def test_console_drops_whole_lines_beyond_its_limit_and_says_so_once() -> None:
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
@@ -280,12 +291,7 @@ def test_console_drops_whole_lines_beyond_its_limit_and_says_so_once() -> None:
         console.output("w", "stdout", b"last\n")
         assert console.dropping
         # The console reads again: everything queued shows, then one marker line.
-        received = bytearray()
-        os.set_blocking(read_end, False)
-        while console.pending or not received.endswith(b"\n"):
-            with contextlib.suppress(BlockingIOError):
-                received += os.read(read_end, 1 << 20)
-            console.flush()
+        received = read_back(console, read_end)
     finally:
         os.close(read_end)
         console.close()
@@ -314,12 +320,7 @@ def test_console_queue_stays_within_its_limit_with_megabyte_reads() -> None:
         for start in range(0, len(lines), 9000):  # 720 kB reads, 920 kB on the console
             console.output("w", "stdout", b"".join(lines[start : start + 9000]))
             assert len(console.pending) <= limit
-        received = bytearray()
-        os.set_blocking(read_end, False)
-        while console.pending or not received.endswith(b"\n"):
-            with contextlib.suppress(BlockingIOError):
-                received += os.read(read_end, 1 << 20)
-            console.flush()
+        received = read_back(console, read_end)
     finally:
         os.close(read_end)
         console.close()
