@@ -19,7 +19,7 @@ from typing import Any
 from supervisor.process import Subprocess
 
 from ..protocol import GROUP_NAME_ENV, PROCESS_NAME_ENV, SERVER_URL_ENV
-from .spawner import Spawner, Unavailable
+from .spawner import Spawner, Unavailable, posix_spawn, with_umask
 
 
 def _inheritable_fds() -> list[int]:
@@ -90,18 +90,6 @@ def _in_directory(directory: str | None) -> Iterator[None]:
         os.close(saved)
 
 
-@contextlib.contextmanager
-def _with_umask(umask: int | None) -> Iterator[None]:
-    if umask is None:
-        yield
-        return
-    previous = os.umask(umask)
-    try:
-        yield
-    finally:
-        os.umask(previous)
-
-
 def fast_spawn(
     options: Any, proc: Any, env: dict[str, str], reset_signals: Sequence[int]
 ) -> int | None:
@@ -115,9 +103,9 @@ def fast_spawn(
         return None  # supervisord's own path reports it
     pipes = proc.pipes
     stderr = pipes["child_stdout"] if config.redirect_stderr else pipes["child_stderr"]
+    stdio = (pipes["child_stdin"], pipes["child_stdout"], stderr)
     spawner: Spawner | None = getattr(options, "spawner", None)
     if spawner is not None and not spawner.broken:
-        stdio = (pipes["child_stdin"], pipes["child_stdout"], stderr)
         try:
             return spawner.spawn(
                 filename, argv, env, stdio, config.directory, config.umask, reset_signals
@@ -126,25 +114,11 @@ def fast_spawn(
             return None  # as below: supervisord's fork path reports it
         except Unavailable:
             pass  # spawn here instead
-    actions: list[tuple[Any, ...]] = [
-        (os.POSIX_SPAWN_DUP2, pipes["child_stdin"], 0),
-        (os.POSIX_SPAWN_DUP2, pipes["child_stdout"], 1),
-        (os.POSIX_SPAWN_DUP2, stderr, 2),
-    ]
     # The loop keeps a per-round scan on the options; without one (no loop), scan now.
     inherited = getattr(options, "inherited_fds", None)
     fds = inherited.get() if inherited is not None else _inheritable_fds()
-    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in fds]
     try:
-        with _in_directory(config.directory), _with_umask(config.umask):
-            return os.posix_spawn(
-                filename,
-                argv,
-                env,
-                file_actions=actions,
-                setpgroup=0,
-                setsigdef=reset_signals,
-                setsigmask=(),
-            )
+        with _in_directory(config.directory), with_umask(config.umask):
+            return posix_spawn(filename, argv, env, stdio, reset_signals, close=fds)
     except OSError:
         return None  # a bad directory or exec error: supervisord's fork path reports it

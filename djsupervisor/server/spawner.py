@@ -63,6 +63,49 @@ def _unshare() -> None:
         raise OSError(error, os.strerror(error))
 
 
+def posix_spawn(
+    filename: str,
+    argv: list[str],
+    env: dict[str, str],
+    stdio: tuple[int, int, int],
+    reset_signals: Sequence[int],
+    close: Sequence[int] = (),
+) -> int:
+    """Start a program as supervisord's own fork would set it up.
+
+    ``stdio`` on 0-2, its own process group, default dispositions for the signals
+    supervisord handles, nothing blocked, and the descriptors in ``close`` closed.
+    """
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_DUP2, stdio[0], 0),
+        (os.POSIX_SPAWN_DUP2, stdio[1], 1),
+        (os.POSIX_SPAWN_DUP2, stdio[2], 2),
+    ]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in close]
+    return os.posix_spawn(
+        filename,
+        argv,
+        env,
+        file_actions=actions,
+        setpgroup=0,
+        setsigdef=reset_signals,
+        setsigmask=(),
+    )
+
+
+@contextlib.contextmanager
+def with_umask(umask: int | None) -> Iterator[None]:
+    """Set the umask for the block (``None``: leave it)."""
+    if umask is None:
+        yield
+        return
+    previous = os.umask(umask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 @contextlib.contextmanager
 def _collector_off() -> Iterator[None]:
     enabled = gc.isenabled()
@@ -103,7 +146,7 @@ class Spawner:
     def spawn(
         self,
         filename: str,
-        argv: Sequence[str],
+        argv: list[str],
         env: dict[str, str],
         stdio: tuple[int, int, int],
         directory: str | None,
@@ -189,28 +232,11 @@ class Spawner:
 
     def _spawn(self, fds: list[int]) -> int:  # runs in the spawning thread
         filename, argv, env, cwd, directory, umask, reset_signals = self._request
-        stdin, stdout, stderr = fds
         os.chdir(cwd)
         if directory is not None:
             os.chdir(directory)  # relative to supervisord's, as its own fork does
-        previous = os.umask(umask) if umask is not None else None
-        try:
-            return os.posix_spawn(
-                filename,
-                argv,
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, stdin, 0),
-                    (os.POSIX_SPAWN_DUP2, stdout, 1),
-                    (os.POSIX_SPAWN_DUP2, stderr, 2),
-                ],
-                setpgroup=0,
-                setsigdef=reset_signals,
-                setsigmask=(),
-            )
-        finally:
-            if previous is not None:
-                os.umask(previous)
+        with with_umask(umask):
+            return posix_spawn(filename, argv, env, (fds[0], fds[1], fds[2]), reset_signals)
 
     def close(self) -> None:
         """End the thread (it sees its socket close) and wait for it."""

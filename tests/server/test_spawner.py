@@ -1,7 +1,7 @@
 """The spawning thread: its own small descriptor table, programs exactly as before.
 
-Linux only (``unshare(CLONE_FILES)``); elsewhere programs are spawned in supervisord's
-own thread, as tests/server/test_scale.py checks everywhere.
+The thread is Linux only (``unshare(CLONE_FILES)``); elsewhere, or when the thread is
+gone, programs are spawned in supervisord's own thread with the same ``posix_spawn``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from djsupervisor.server.spawner import Spawner, Unavailable, fork
+from djsupervisor.server.spawn import InheritedFds
+from djsupervisor.server.spawner import Spawner, Unavailable, fork, posix_spawn, with_umask
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
 REPORT = """\
 import os, sys
@@ -39,6 +40,8 @@ print("to stderr", file=sys.stderr)
 
 @pytest.fixture
 def spawner() -> Iterator[Spawner]:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux only")
     spawner = Spawner()
     yield spawner
     spawner.close()
@@ -146,6 +149,7 @@ def test_a_gone_thread_is_reported_not_waited_for(spawner: Spawner) -> None:
     assert spawner.broken
 
 
+@LINUX_ONLY
 def test_stdin_closed_supervisord_still_wires_0_to_2(tmp_path: Path) -> None:
     """With fd 0 closed in supervisord, received pipes must not land on 0-2."""
     script = tmp_path / "closed_stdin.py"
@@ -186,3 +190,33 @@ def test_forking_beside_the_thread_is_quiet(spawner: Spawner) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 7
     assert [str(w.message) for w in caught] == []
+
+
+def test_spawning_in_place_closes_what_it_is_told() -> None:
+    """The path without the thread (macOS, or the thread gone) lists what must not leak."""
+    child_in, parent_in = os.pipe()
+    parent_out, child_out = os.pipe()
+    leaked_r, leaked_w = os.pipe()
+    for fd in (leaked_r, leaked_w):
+        os.set_inheritable(fd, True)  # as a descriptor left inheritable in supervisord
+    try:
+        inherited = InheritedFds().get()  # what fast_spawn closes on this path
+        assert {leaked_r, leaked_w} <= set(inherited)
+        with with_umask(0o077):
+            pid = posix_spawn(
+                sys.executable,
+                [sys.executable, "-c", REPORT],
+                dict(os.environ),
+                (child_in, child_out, child_out),
+                [signal.SIGTERM],
+                close=inherited,
+            )
+    finally:
+        for fd in (child_in, child_out, leaked_r, leaked_w):
+            os.close(fd)
+    os.close(parent_in)
+    with open(parent_out, "rb") as out:
+        text = out.read().decode()
+    os.waitpid(pid, 0)
+    assert text.startswith(f"[0, 1, 2] {os.getcwd()} 0o77 True "), text
+    assert _umask() != 0o077  # ours again after the block
