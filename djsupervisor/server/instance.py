@@ -87,15 +87,13 @@ def held(runtime_dir: Path, lock_path: Path) -> bool:
     supervisord whose directory was deleted still counts. Probing binds the name for a
     moment; a start racing this probe is refused as if the instance were running.
     """
-    if sys.platform.startswith("linux"):
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.bind(abstract_name(runtime_dir))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                return True
-        finally:
-            probe.close()
+    try:
+        with abstract_lock(runtime_dir, "held"):  # a no-op where there is none (macOS)
+            pass
+    except StartError:
+        return True
+    except OSError:
+        pass  # no name to probe here: the lock file tells
     import fcntl
 
     try:
