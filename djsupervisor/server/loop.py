@@ -32,8 +32,8 @@ from .activity import Activity
 from .console import ConsoleDispatcher
 from .guard import Watchdog
 from .orchestrator import Orchestrator, _key
-from .spawn import InheritedFds
-from .spawner import Spawner
+from .spawn import InheritedFds, SpawnBatch
+from .spawner import Spawner, collect_garbage
 
 # After this many back-to-back zero timeouts, assume a due time that supervisord will
 # never act on and sleep a little, rather than spin.
@@ -117,12 +117,16 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         super().__init__(options)
         self.orchestrator = Orchestrator(self)
         self.activity = Activity(self, due_time)
+        self.spawn_batch = SpawnBatch(options)
+        options.spawn_batch = self.spawn_batch
 
     def add_process_group(self, config: Any) -> bool:
         added: bool = super().add_process_group(config)
         if added:
-            self.orchestrator.install(self.process_groups[config.name])
-            self.activity.install(self.process_groups[config.name])
+            group = self.process_groups[config.name]
+            self.orchestrator.install(group)
+            self.activity.install(group)
+            self.spawn_batch.install(group)
         return added
 
     def runforever(self) -> None:
@@ -159,6 +163,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             nonlocal zero_timeouts
             self.activity.new_round()
             self.options.inherited_fds.forget()
+            collect_garbage()  # in this thread, not the spawning one's (spawner.py)
             if console is not None:
                 console.flush_partials()
             self.orchestrator.tick()

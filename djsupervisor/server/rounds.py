@@ -131,8 +131,11 @@ def run_forever(supervisord: Any) -> None:
         _handle(supervisord, r, maps, read=True)
         _handle(supervisord, w, maps, read=False)
 
-        for group in activity.due_groups():
-            group.transition()
+        # Spawns are handed to the spawning thread and finished before anything
+        # else, reaping included, looks at the processes (spawn.py SpawnBatch).
+        with supervisord.spawn_batch.opened():
+            for group in activity.due_groups():
+                group.transition()
 
         supervisord.reap()
         supervisord.handle_signal()

@@ -191,20 +191,26 @@ class ProjectServerOptions(parser.ParsingOptions):
         return sig
 
     def fork(self) -> int:
-        # A signal that lands between fork and exec would reach supervisord's Python
-        # handler in the child and be lost: block them around fork, and give the
-        # child default dispositions before unblocking, so such a signal takes effect.
-        self.supervisord_pid = os.getpid()
-        self.supervisord_uid = os.getuid()
         if self.spawning is not None:
             env = spawn.child_environment(self, self.spawning)
             for key, value in self.ctl_credentials.items():
                 env.setdefault(key, value)
             pid = spawn.fast_spawn(self, self.spawning, env, HANDLED_SIGNALS)
+            if isinstance(pid, spawn.Pending):
+                raise pid  # the batch finishes this spawn (spawn.SpawnBatch)
             if pid is not None:
                 if self.watchdog is not None:
                     self.watchdog.add(pid)
                 return pid
+        return self.fork_here()
+
+    def fork_here(self) -> int:
+        """supervisord's own fork (its child execs in ``Subprocess._spawn_as_child``)."""
+        self.supervisord_pid = os.getpid()
+        self.supervisord_uid = os.getuid()
+        # A signal that lands between fork and exec would reach supervisord's Python
+        # handler in the child and be lost: block them around fork, and give the
+        # child default dispositions before unblocking, so such a signal takes effect.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         pid = spawner.fork()
         if pid == 0:

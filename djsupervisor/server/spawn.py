@@ -7,16 +7,25 @@ the CI machine. This replays supervisord's child-side steps (process group, pipe
 0-2, environment, directory, umask, default signal handlers) through ``posix_spawn``
 and returns the pid to supervisord as if its own fork had produced it. Programs with
 ``user=`` (setuid) and FastCGI programs keep supervisord's fork path.
+
+The programs a loop round starts are handed to the spawning thread without waiting
+(``SpawnBatch``): supervisord's ``Subprocess.spawn`` runs up to its fork, the fork
+raises ``Pending``, and the rest of ``spawn`` (``_spawn_as_parent``) runs once the
+thread has answered, before the round reaps or answers anything. Meanwhile supervisord
+prepares the next programs while the thread execs this one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from supervisor.process import Subprocess
+from supervisor.process import ProcessException, ProcessGroup, Subprocess
+from supervisor.states import ProcessStates
 
 from ..protocol import GROUP_NAME_ENV, PROCESS_NAME_ENV, SERVER_URL_ENV
 from .spawner import Spawner, Unavailable, posix_spawn, with_umask
@@ -90,10 +99,19 @@ def _in_directory(directory: str | None) -> Iterator[None]:
         os.close(saved)
 
 
+class Pending(Exception):
+    """Raised by the fork of a spawn handed to the thread: ``SpawnBatch`` finishes it."""
+
+    def __init__(self, ticket: int) -> None:
+        super().__init__(ticket)
+        self.ticket = ticket
+
+
 def fast_spawn(
     options: Any, proc: Any, env: dict[str, str], reset_signals: Sequence[int]
-) -> int | None:
-    """Start ``proc``'s program; return its pid, or ``None`` to let supervisord fork."""
+) -> int | Pending | None:
+    """Start ``proc``'s program; return its pid, ``Pending`` if a batch is open and
+    the thread took it, or ``None`` to let supervisord fork."""
     config = proc.config
     if type(proc) is not Subprocess or config.uid is not None or not proc.pipes:
         return None
@@ -106,10 +124,12 @@ def fast_spawn(
     stdio = (pipes["child_stdin"], pipes["child_stdout"], stderr)
     spawner: Spawner | None = getattr(options, "spawner", None)
     if spawner is not None and not spawner.broken:
+        batch: SpawnBatch | None = getattr(options, "spawn_batch", None)
+        args = (filename, argv, env, stdio, config.directory, config.umask, reset_signals)
         try:
-            return spawner.spawn(
-                filename, argv, env, stdio, config.directory, config.umask, reset_signals
-            )
+            if batch is not None and batch.defers(proc):
+                return Pending(spawner.submit(*args))
+            return spawner.spawn(*args)
         except OSError:
             return None  # as below: supervisord's fork path reports it
         except Unavailable:
@@ -122,3 +142,122 @@ def fast_spawn(
             return posix_spawn(filename, argv, env, stdio, reset_signals, close=fds)
     except OSError:
         return None  # a bad directory or exec error: supervisord's fork path reports it
+
+
+#: Handed-over spawns a batch finishes together, when the thread is done with them:
+#: each holds its child's pipe ends open here until then, and each finishing tells
+#: the watchdog in one write (a system call lets the spawning thread take the GIL).
+FINISH_EVERY = 32
+
+
+class SpawnBatch:
+    """Spawns a loop round hands to the thread, finished once it has answered.
+
+    Between its fork and ``finish()`` a process is STARTING with no pid, its child's
+    pipe ends still open here; nothing but other processes' transitions runs then.
+    """
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+        self.open = False
+        self._pending: list[tuple[Any, int]] = []
+        self._args: tuple[Any, tuple[str, list[str]]] | None = None
+        self._spawning: Any = None
+
+    def install(self, group: Any) -> None:
+        """Catch ``Pending`` from the spawns of a plain group's programs."""
+        if type(group) is not ProcessGroup:
+            return
+        for proc in group.processes.values():
+            if type(proc) is Subprocess:
+                proc.spawn = functools.partial(self._spawn, proc, proc.spawn)
+                proc.get_execv_args = functools.partial(self._execv_args, proc, proc.get_execv_args)
+
+    def _execv_args(self, proc: Any, get: Callable[[], tuple[str, list[str]]]) -> Any:
+        # spawn() resolves the command (a stat per PATH entry) and fast_spawn() needs
+        # it again: once per spawn is enough.
+        if self._args is None or self._args[0] is not proc:
+            self._args = (proc, get())
+        return self._args[1]
+
+    def defers(self, proc: Any) -> bool:
+        """Whether ``proc``'s spawn, now running, may be handed over."""
+        return self.open and self._spawning is proc
+
+    def _spawn(self, proc: Any, spawn: Callable[[], Any]) -> Any:
+        self._spawning = proc
+        try:
+            return spawn()
+        except Pending as pending:
+            self._pending.append((proc, pending.ticket))
+            if len(self._pending) >= FINISH_EVERY:
+                self._finish(wait=False)  # the ones the thread is done with
+            return None
+        finally:
+            self._args = None
+            self._spawning = None
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[None]:
+        """Hand the block's spawns over; finish every one of them when it ends."""
+        self.open = True
+        try:
+            yield
+        finally:
+            self.open = False
+            self._finish(wait=True)
+
+    def _finish(self, wait: bool) -> None:
+        spawner: Spawner = self.options.spawner
+        spawned: list[int] = []
+        while self._pending:
+            proc, ticket = self._pending[0]
+            if not wait and not spawner.answered(ticket):
+                break
+            del self._pending[0]
+            try:
+                pid = spawner.result(ticket)
+            except (OSError, Unavailable):
+                fork_instead(self.options, proc)  # supervisord's path reports the error
+                continue
+            spawned.append(pid)
+            proc._spawn_as_parent(pid)
+        watchdog = getattr(self.options, "watchdog", None)
+        if watchdog is not None and spawned:
+            watchdog.add(*spawned)
+
+
+def fork_instead(options: Any, proc: Any) -> None:
+    """``Subprocess.spawn`` from its fork on, with supervisord's own fork.
+
+    For a handed-over spawn the thread could not make: the forked child reports the
+    reason as supervisord's always did (an exec error on the program's stderr).
+    """
+    name = proc.config.name
+    try:
+        filename, argv = proc.get_execv_args()
+    except ProcessException as what:  # checked before the fork already: gone meanwhile
+        proc.record_spawnerr(what.args[0])
+        proc._assertInState(ProcessStates.STARTING)
+        proc.change_state(ProcessStates.BACKOFF)
+        options.close_parent_pipes(proc.pipes)
+        options.close_child_pipes(proc.pipes)
+        return
+    try:
+        pid = options.fork_here()
+    except OSError as why:
+        code = why.args[0]
+        if code == errno.EAGAIN:
+            msg = f"Too many processes in process table to spawn '{name}'"
+        else:
+            msg = f"unknown error during fork for '{name}': {errno.errorcode.get(code, code)}"
+        proc.record_spawnerr(msg)
+        proc._assertInState(ProcessStates.STARTING)
+        proc.change_state(ProcessStates.BACKOFF)
+        options.close_parent_pipes(proc.pipes)
+        options.close_child_pipes(proc.pipes)
+        return
+    if pid != 0:
+        proc._spawn_as_parent(pid)
+    else:
+        proc._spawn_as_child(filename, argv)

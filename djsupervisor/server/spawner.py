@@ -14,17 +14,26 @@ whatever supervisord holds. Each program's three pipe ends reach it over the soc
 is still supervisord's child (a thread's children belong to the whole process), so
 ``waitpid``, ``SIGCHLD`` and the subreaper work as before.
 
-The thread runs only while the loop waits for its answer, with the garbage collector
-off: a finalizer collected on this thread would close a descriptor number in the wrong
-table. It blocks every signal, so the signal wake-up pipe (a number in supervisord's
-table) is only ever written from supervisord's own thread.
+While the thread lives, the garbage collector runs only when supervisord's loop calls
+``collect_garbage()`` in its own thread: a finalizer run by a collection on this thread
+would close a descriptor number in the wrong table. The thread blocks every signal, so
+the signal wake-up pipe (a number in supervisord's table) is only ever written from
+supervisord's own thread.
+
+The thread runs ``posix_spawn`` through ctypes, which lets go of the GIL for the call
+(``os.posix_spawn`` holds it): while a program execs, supervisord's own thread goes on
+with the next program's pipes, log files and state. A spawn may therefore be handed
+over (``submit``) and its pid taken later (``result``); the loop does so for the
+programs a round starts (spawn.py ``SpawnBatch``), anything else waits at once.
 """
 
 from __future__ import annotations
 
 import array
+import collections
 import contextlib
 import ctypes
+import errno
 import gc
 import os
 import resource
@@ -106,17 +115,6 @@ def with_umask(umask: int | None) -> Iterator[None]:
         os.umask(previous)
 
 
-@contextlib.contextmanager
-def _collector_off() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One request byte and its three descriptors, close-on-exec from the start.
 
@@ -133,14 +131,136 @@ def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
     return msg, list(fds)
 
 
+#: Spawns handed over and not yet answered, at most: their descriptors are in flight
+#: (counted against the sender's descriptor limit) and their programs not yet known.
+MAX_IN_FLIGHT = 64
+
+#: The GIL switch interval while spawns are handed over: the thread needs the GIL back
+#: after each exec, and at the default 5 ms it would wait that long for it while
+#: supervisord's thread runs, i.e. one spawn per 5 ms.
+SPAWNING_SWITCH_INTERVAL = 0.00005
+
+# glibc's and musl's values (spawn.h); the thread exists on Linux only.
+_POSIX_SPAWN_SETPGROUP = 0x02
+_POSIX_SPAWN_SETSIGDEF = 0x04
+_POSIX_SPAWN_SETSIGMASK = 0x08
+#: Bytes reserved for posix_spawnattr_t, posix_spawn_file_actions_t and sigset_t:
+#: more than any libc's (glibc's are 336, 80 and 128 bytes on 64-bit Linux).
+_OPAQUE = 1024
+
+
+class _Libc:
+    """The libc calls the thread makes, through ctypes.
+
+    ``posix_spawn`` through a CDLL, which releases the GIL for the call; every other
+    call through a PyDLL, which keeps it: each release costs the thread a wait for the
+    GIL while supervisord's thread runs.
+    """
+
+    def __init__(self) -> None:
+        self.releasing = ctypes.CDLL(None, use_errno=True)
+        self.holding = ctypes.PyDLL(None, use_errno=True)
+
+    def check(self, result: int, what: str) -> None:
+        if result != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+_libc: _Libc | None = None
+
+
+def _get_libc() -> _Libc:
+    global _libc
+    if _libc is None:
+        _libc = _Libc()
+    return _libc
+
+
+def _c_strings(items: Sequence[bytes]) -> Any:
+    """A NULL-terminated ``char *[]``; a NUL inside an item would cut it short."""
+    if any(b"\0" in item for item in items):
+        raise OSError(errno.EINVAL, "embedded null byte")
+    return (ctypes.c_char_p * (len(items) + 1))(*items, None)
+
+
+_ENCODED: dict[tuple[str, str], bytes] = {}
+
+
+def _encoded(item: tuple[str, str]) -> bytes:
+    """``KEY=value`` as bytes: programs share most of their environment."""
+    encoded = _ENCODED.get(item)
+    if encoded is None:
+        if len(_ENCODED) > 10_000:
+            _ENCODED.clear()
+        encoded = _ENCODED[item] = os.fsencode(f"{item[0]}={item[1]}")
+    return encoded
+
+
+class _Attributes:
+    """A posix_spawnattr_t as supervisord's fork sets a program up: its own process
+    group, default dispositions for ``reset_signals``, nothing blocked."""
+
+    def __init__(self, libc: _Libc, reset_signals: Sequence[int]) -> None:
+        self.buffer = ctypes.create_string_buffer(_OPAQUE)
+        self._sigdef = ctypes.create_string_buffer(_OPAQUE)
+        self._empty = ctypes.create_string_buffer(_OPAQUE)
+        c = libc.holding
+        libc.check(c.sigemptyset(self._sigdef), "sigemptyset")
+        for sig in reset_signals:
+            libc.check(c.sigaddset(self._sigdef, int(sig)), "sigaddset")
+        libc.check(c.sigemptyset(self._empty), "sigemptyset")
+        libc.check(c.posix_spawnattr_init(self.buffer), "posix_spawnattr_init")
+        flags = _POSIX_SPAWN_SETPGROUP | _POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK
+        # These return an error number (not -1 and errno).
+        for result in (
+            c.posix_spawnattr_setflags(self.buffer, ctypes.c_short(flags)),
+            c.posix_spawnattr_setpgroup(self.buffer, 0),
+            c.posix_spawnattr_setsigdefault(self.buffer, self._sigdef),
+            c.posix_spawnattr_setsigmask(self.buffer, self._empty),
+        ):
+            if result != 0:
+                raise OSError(result, os.strerror(result))
+
+
+class _Request:
+    """One spawn, its C arguments built in supervisord's thread."""
+
+    __slots__ = ("argv", "attributes", "directory", "envp", "path", "ticket", "umask")
+
+    def __init__(
+        self,
+        ticket: int,
+        filename: str,
+        argv: list[str],
+        env: dict[str, str],
+        directory: str,
+        umask: int | None,
+        attributes: _Attributes,
+    ) -> None:
+        self.ticket = ticket
+        self.path = os.fsencode(filename)
+        self.argv = _c_strings([os.fsencode(arg) for arg in argv])
+        self.envp = _c_strings([_encoded(item) for item in env.items()])
+        self.directory = os.fsencode(directory)
+        self.umask = umask
+        self.attributes = attributes
+
+
 class Spawner:
-    """A spawning thread, started at the first ``spawn()``; ``close()`` ends it."""
+    """A spawning thread, started at the first spawn; ``close()`` ends it."""
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
-        self._request: tuple[Any, ...] = ()
-        self._result: int | BaseException | None = None
+        self._requests: collections.deque[_Request] = collections.deque()
+        #: Answers by ticket, put there by the thread, taken by ``result()``.
+        self._answers: dict[int, int | BaseException] = {}
+        self._submitted = 0
+        self._answered = 0  # acknowledgements read from the socket
+        self._attributes: dict[tuple[int, ...], _Attributes] = {}
+        self._saved_interval: float | None = None
+        self._collector_was_on = False
         self.broken = not sys.platform.startswith("linux")
 
     def spawn(
@@ -154,28 +274,104 @@ class Spawner:
         reset_signals: Sequence[int],
     ) -> int:
         """``posix_spawn`` the program with ``stdio`` on 0-2; OSError as posix_spawn's."""
+        ticket = self.submit(filename, argv, env, stdio, directory, umask, reset_signals)
+        return self.result(ticket)
+
+    def submit(
+        self,
+        filename: str,
+        argv: list[str],
+        env: dict[str, str],
+        stdio: tuple[int, int, int],
+        directory: str | None,
+        umask: int | None,
+        reset_signals: Sequence[int],
+    ) -> int:
+        """Hand a spawn to the thread; its ticket, for ``result()``.
+
+        ``stdio`` may be closed once this returns (the thread has its own copies in
+        flight). Unavailable: the thread is gone or cannot start (spawn in place);
+        OSError: the arguments cannot be passed to ``posix_spawn``.
+        """
         if self.broken:
             raise Unavailable
-        with _collector_off():
-            if self._sock is None:
-                self._start()
-            assert self._sock is not None
-            self._request = (filename, argv, env, os.getcwd(), directory, umask, reset_signals)
-            try:
-                socket.send_fds(self._sock, [b"s"], list(stdio))
-                answered = self._sock.recv(1)
-            except OSError:
-                answered = b""
-            result, self._result = self._result, None
-        if not answered:
-            self.broken = True
+        self._busy()
+        if self._sock is None:
+            self._start()
+        assert self._sock is not None
+        while self._submitted - self._answered >= MAX_IN_FLIGHT:
+            self._take_answers(block=True)
+        key = tuple(reset_signals)
+        attributes = self._attributes.get(key)
+        if attributes is None:
+            attributes = self._attributes[key] = _Attributes(_get_libc(), key)
+        # Relative to supervisord's directory, as its own fork's chdir is.
+        target = os.path.join(os.getcwd(), directory) if directory else os.getcwd()
+        ticket = self._submitted
+        self._requests.append(_Request(ticket, filename, argv, env, target, umask, attributes))
+        try:
+            socket.send_fds(self._sock, [b"s"], list(stdio))
+        except OSError:
+            self._requests.pop()
+            self._gone()
+            raise Unavailable from None
+        self._submitted += 1
+        return ticket
+
+    def answered(self, ticket: int) -> bool:
+        """Whether ``result(ticket)`` would not wait."""
+        if ticket >= self._answered:
+            self._take_answers(block=False)
+        return ticket < self._answered or self.broken
+
+    def result(self, ticket: int) -> int:
+        """The pid of a submitted spawn (waiting for it); OSError as posix_spawn's.
+
+        Unavailable: the thread went away before it answered (spawn in place).
+        """
+        while ticket >= self._answered and not self.broken:
+            self._take_answers(block=True)
+        answer = self._answers.pop(ticket, None)
+        if self._answered >= self._submitted:
+            self._idle()
+        if answer is None:
             raise Unavailable
-        if isinstance(result, BaseException):
-            raise result
-        assert isinstance(result, int)
-        return result
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def _take_answers(self, block: bool) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(MAX_IN_FLIGHT, 0 if block else socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._gone()
+        self._answered += len(data)
+
+    def _gone(self) -> None:
+        self.broken = True
+        self._answered = self._submitted
+        self._requests.clear()
+        self._idle()
+
+    def _busy(self) -> None:
+        """Quick GIL hand-overs while spawns are out."""
+        if self._saved_interval is None:
+            self._saved_interval = sys.getswitchinterval()
+            sys.setswitchinterval(SPAWNING_SWITCH_INTERVAL)
+
+    def _idle(self) -> None:
+        if self._saved_interval is not None:
+            sys.setswitchinterval(self._saved_interval)
+            self._saved_interval = None
 
     def _start(self) -> None:
+        self._collector_was_on = gc.isenabled()
+        gc.disable()  # collect_garbage() instead, from supervisord's thread
         ours, theirs = socket.socketpair()
         self._sock = ours
         self._thread = threading.Thread(
@@ -193,6 +389,7 @@ class Spawner:
     def _serve(self, fd: int) -> None:  # runs in the spawning thread
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
+            libc = _get_libc()
             _unshare()
         except OSError:
             os.write(fd, b"!")  # nothing was closed: fd is still ours to write to
@@ -209,6 +406,8 @@ class Spawner:
             spare = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         os.close(spare)
         sock = socket.socket(fileno=fd)
+        cwd = b""
+        actions = _FileActions(libc)
         try:
             sock.send(b"r")
             while True:
@@ -216,27 +415,31 @@ class Spawner:
                 if not msg:
                     return  # supervisord closed its end
                 try:
+                    request = self._requests.popleft()
+                except IndexError:
+                    return  # supervisord gave up on us (its send failed)
+                answer: int | BaseException
+                try:
                     if len(fds) != 3:
                         raise Unavailable(f"received {len(fds)} descriptors, not 3")
-                    self._result = self._spawn(fds)
+                    if request.directory != cwd:
+                        cwd = b""
+                        libc.check(libc.holding.chdir(request.directory), "chdir")
+                        cwd = request.directory
+                    answer = _spawn(libc, request, actions.get((fds[0], fds[1], fds[2])))
                 except BaseException as error:  # handed to the caller, raised there
-                    self._result = error
+                    answer = error
                 finally:
                     for received in fds:
-                        os.close(received)
-                sock.send(b"d")
+                        libc.holding.close(received)
+                self._answers[request.ticket] = answer
+                if libc.holding.write(fd, b"d", 1) != 1:
+                    return
         except OSError:
             return
         finally:
+            actions.clear()
             sock.close()
-
-    def _spawn(self, fds: list[int]) -> int:  # runs in the spawning thread
-        filename, argv, env, cwd, directory, umask, reset_signals = self._request
-        os.chdir(cwd)
-        if directory is not None:
-            os.chdir(directory)  # relative to supervisord's, as its own fork does
-        with with_umask(umask):
-            return posix_spawn(filename, argv, env, (fds[0], fds[1], fds[2]), reset_signals)
 
     def close(self) -> None:
         """End the thread (it sees its socket close) and wait for it."""
@@ -246,3 +449,83 @@ class Spawner:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self._requests.clear()
+        self._answers.clear()
+        self._submitted = self._answered = 0
+        self._idle()
+        if self._collector_was_on:
+            self._collector_was_on = False
+            gc.enable()
+
+
+def collect_garbage() -> None:
+    """Collect as the collector would have by now, in the calling thread.
+
+    Called by supervisord's loop once per round while the spawning thread keeps
+    automatic collection off; the same thresholds, without the full collection's
+    extra condition (the objects loaded before the loop are frozen anyway).
+    """
+    if gc.isenabled():
+        return
+    threshold0, threshold1, threshold2 = gc.get_threshold()
+    count0, count1, count2 = gc.get_count()
+    if threshold0 == 0 or count0 < threshold0:
+        return
+    if count1 >= threshold1:
+        gc.collect(2 if count2 >= threshold2 else 1)
+    else:
+        gc.collect(0)
+
+
+class _FileActions:
+    """posix_spawn_file_actions_t putting three descriptors on 0-2.
+
+    Received descriptors land at the thread's lowest free numbers, the same few each
+    time: one set of actions per distinct triple, built once.
+    """
+
+    def __init__(self, libc: _Libc) -> None:
+        self._libc = libc
+        self._built: dict[tuple[int, int, int], Any] = {}
+
+    def get(self, fds: tuple[int, int, int]) -> Any:
+        actions = self._built.get(fds)
+        if actions is None:
+            c = self._libc.holding
+            actions = ctypes.create_string_buffer(_OPAQUE)
+            if c.posix_spawn_file_actions_init(actions) != 0:
+                raise OSError(errno.ENOMEM, "posix_spawn_file_actions_init")
+            for target, fd in enumerate(fds):
+                result = c.posix_spawn_file_actions_adddup2(actions, fd, target)
+                if result != 0:
+                    c.posix_spawn_file_actions_destroy(actions)
+                    raise OSError(result, os.strerror(result))
+            if len(self._built) >= 16:
+                self.clear()
+            self._built[fds] = actions
+        return actions
+
+    def clear(self) -> None:
+        for actions in self._built.values():
+            self._libc.holding.posix_spawn_file_actions_destroy(actions)
+        self._built.clear()
+
+
+def _spawn(libc: _Libc, request: _Request, actions: Any) -> int:  # in the thread
+    pid = ctypes.c_int()
+    previous = None if request.umask is None else os.umask(request.umask)
+    try:
+        result = libc.releasing.posix_spawn(
+            ctypes.byref(pid),
+            request.path,
+            actions,
+            request.attributes.buffer,
+            request.argv,
+            request.envp,
+        )
+    finally:
+        if previous is not None:
+            os.umask(previous)
+    if result != 0:
+        raise OSError(result, os.strerror(result), os.fsdecode(request.path))
+    return pid.value

@@ -170,3 +170,21 @@ def test_a_start_in_batches_keeps_priority_order(projects: list[Project], tmp_pa
     rpc.wait_states({f"s{i:03d}": "RUNNING" for i in range(count)}, server, timeout=120)
     spawned = [line.split("'")[1] for line in log.read_text().splitlines() if "spawned: '" in line]
     assert spawned == [f"s{i:03d}" for i in reversed(range(count))]
+
+
+def test_a_spawn_the_thread_cannot_make_is_reported_as_supervisord_does(
+    projects: list[Project], tmp_path: Path
+) -> None:
+    # Spawns a round hands over to the spawning thread: one it cannot make (its
+    # directory is gone) goes through supervisord's own fork, whose child reports why.
+    missing = tmp_path / "gone"
+    conf = sleepers(40) + (
+        f"[program:lost]\ncommand=sleep 600\ndirectory={missing}\nstartsecs=1\n"
+        "startretries=0\npriority=500\n"
+    )
+    _, rpc, server = start_project(projects, tmp_path, conf)
+    expected = {f"s{i:03d}": "RUNNING" for i in range(40)}
+    info = rpc.wait_states({**expected, "lost": "FATAL"}, server, timeout=60)
+    assert len({info[name]["pid"] for name in expected}) == 40
+    stderr = rpc.call("supervisor.readProcessStderrLog", "lost", 0, 0)
+    assert f"couldn't chdir to {missing}" in stderr, stderr

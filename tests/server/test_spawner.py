@@ -7,11 +7,13 @@ gone, programs are spawned in supervisord's own thread with the same ``posix_spa
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,15 @@ from pathlib import Path
 import pytest
 
 from djsupervisor.server.spawn import InheritedFds
-from djsupervisor.server.spawner import Spawner, Unavailable, fork, posix_spawn, with_umask
+from djsupervisor.server.spawner import (
+    MAX_IN_FLIGHT,
+    Spawner,
+    Unavailable,
+    collect_garbage,
+    fork,
+    posix_spawn,
+    with_umask,
+)
 
 LINUX_ONLY = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -220,3 +230,65 @@ def test_spawning_in_place_closes_what_it_is_told() -> None:
     os.waitpid(pid, 0)
     assert text.startswith(f"[0, 1, 2] {os.getcwd()} 0o77 True "), text
     assert _umask() != 0o077  # ours again after the block
+
+
+def test_handed_over_spawns_are_each_answered(spawner: Spawner) -> None:
+    """More spawns out at once than may be in flight; each program gets its own pipes."""
+    count = MAX_IN_FLIGHT * 2 + 5
+    started = []
+    for i in range(count):
+        parent_out, child_out = os.pipe()
+        child_in = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ticket = spawner.submit(
+                "/bin/sh",
+                ["sh", "-c", f"echo program {i}"],
+                dict(os.environ),
+                (child_in, child_out, child_out),
+                None,
+                None,
+                [signal.SIGTERM],
+            )
+        finally:
+            os.close(child_in)
+            os.close(child_out)  # the thread has its own copies in flight
+        started.append((ticket, parent_out))
+    pids = set()
+    for i, (ticket, parent_out) in enumerate(started):
+        pid = spawner.result(ticket)
+        with open(parent_out, "rb") as out:
+            assert out.read() == f"program {i}\n".encode()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        pids.add(pid)
+    assert len(pids) == count
+
+
+def test_the_collector_runs_in_our_thread_only(spawner: Spawner) -> None:
+    """A finalizer run on the spawning thread would close a number in its table."""
+    enabled = gc.isenabled()
+    gc.enable()
+    try:
+        run(spawner, ["/bin/true"])
+        assert not gc.isenabled()  # no automatic collection, on any thread
+
+        finalized_in: list[int] = []
+
+        class Cycle:
+            def __init__(self) -> None:
+                self.me = self
+
+            def __del__(self) -> None:
+                finalized_in.append(threading.get_ident())
+
+        Cycle()
+        # Enough new containers for a generation-0 collection to be due.
+        kept = [[] for _ in range(gc.get_threshold()[0] + 1)]
+        collect_garbage()
+        assert finalized_in == [threading.get_ident()]
+        del kept
+        spawner.close()
+        assert gc.isenabled()
+    finally:
+        if not enabled:
+            gc.disable()
