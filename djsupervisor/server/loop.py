@@ -147,6 +147,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         httpchannel.install(self.options.httpservers, self.options.forget_fd)
         self.activity.talking = lambda: httpchannel.talking(socket_map)
         self.activity.sending = lambda: httpchannel.sending(socket_map)
+        self.activity.settle_spawns = self.spawn_batch.settle
         console = self.options.console
         if console is not None:
             socket_map[console.fd] = ConsoleDispatcher(console)

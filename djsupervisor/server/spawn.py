@@ -207,10 +207,14 @@ class SpawnBatch:
             self.open = False
             self._finish(wait=True)
 
-    def _finish(self, wait: bool) -> None:
+    def settle(self, keep: int) -> None:
+        """Finish the oldest handed-over spawns, waiting, until at most ``keep`` are out."""
+        self._finish(wait=True, keep=keep)
+
+    def _finish(self, wait: bool, keep: int = 0) -> None:
         spawner: Spawner = self.options.spawner
         spawned: list[int] = []
-        while self._pending:
+        while len(self._pending) > keep:
             proc, ticket = self._pending[0]
             if not wait and not spawner.answered(ticket):
                 break
