@@ -295,20 +295,23 @@ class Spawner:
         """
         if self.broken:
             raise Unavailable
-        self._busy()
-        if self._sock is None:
-            self._start()
-        assert self._sock is not None
-        while self._submitted - self._answered >= MAX_IN_FLIGHT:
-            self._take_answers(block=True)
         key = tuple(reset_signals)
         attributes = self._attributes.get(key)
         if attributes is None:
             attributes = self._attributes[key] = _Attributes(_get_libc(), key)
         # Relative to supervisord's directory, as its own fork's chdir is.
         target = os.path.join(os.getcwd(), directory) if directory else os.getcwd()
+        request = _Request(self._submitted, filename, argv, env, target, umask, attributes)
+        self._busy()
+        if self._sock is None:
+            self._start()
+        assert self._sock is not None
+        while self._submitted - self._answered >= MAX_IN_FLIGHT and not self.broken:
+            self._take_answers(block=True)
+        if self.broken:
+            raise Unavailable
         ticket = self._submitted
-        self._requests.append(_Request(ticket, filename, argv, env, target, umask, attributes))
+        self._requests.append(request)
         try:
             socket.send_fds(self._sock, [b"s"], list(stdio))
         except OSError:
