@@ -28,11 +28,18 @@ def serve(
     ping: Callable[[], None],
     is_up: Callable[[], bool],
     write: Callable[[str], object],
+    validated: config.Merged | None = None,
 ) -> None:
-    """Run supervisord in this process until it shuts down (or detaches)."""
+    """Run supervisord in this process until it shuts down (or detaches).
+
+    ``validated``: the config the caller has just rendered and checked. The first
+    round reads it instead of rendering every source again (tens of milliseconds with
+    many programs); a reload, and a start that had to wait, render them afresh.
+    """
+    fresh = [validated] if validated is not None else []
 
     def load() -> config.Merged:
-        return merged_sections(project, opts)
+        return fresh.pop() if fresh else merged_sections(project, opts)
 
     configfile = str(project.config_file)
     ensure_runtime_dir(project.runtime_dir)
@@ -42,8 +49,9 @@ def serve(
         f"supervisord is already running for this project ({project.socket_path}); "
         "see 'manage.py supervisor status', or stop it with 'manage.py supervisor shutdown'",
     )
-    # Right after 'shutdown' the previous instance may still be stopping programs.
-    succession.wait_for_previous(project.runtime_dir, project.lock_path, load(), ping)
+    # Right after 'shutdown' the previous instance may still be stopping programs (if
+    # so, it takes the validated config, and the first round renders afresh).
+    succession.wait_for_previous(project.runtime_dir, project.lock_path, load, ping)
     with lock, runtime.process_state():
         try:
             reason = runtime.run_rounds(

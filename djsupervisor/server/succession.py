@@ -42,7 +42,7 @@ def _pid(pidfile: str | None) -> str:
 def wait_for_previous(
     runtime_dir: Path,
     lock_path: Path,
-    merged: config.Merged,
+    load: Callable[[], config.Merged],
     ping: Callable[[], None],
     *,
     margin: float = MARGIN,
@@ -51,8 +51,13 @@ def wait_for_previous(
     """Return once no shutting-down instance holds the lock; raise ``StartError`` if it lasts.
 
     ``ping`` raises ``NotRunning`` unless supervisord answers normally. An instance that
-    answers normally is left to the usual "already running" refusal.
+    answers normally is left to the usual "already running" refusal. ``load`` gives the
+    configuration, read only if there is a previous instance to wait for (rendering it
+    is tens of milliseconds with many programs, and a start usually has none).
     """
+    if not instance.held(runtime_dir, lock_path):
+        return
+    merged = load()
     timeout = longest_stopwaitsecs(merged) + margin
     deadline = time.monotonic() + timeout
     while instance.held(runtime_dir, lock_path):

@@ -298,15 +298,23 @@ def test_a_previous_instance_that_never_finishes_is_named(tmp_path: Path) -> Non
     with open(lock_path, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(StartError, match=r"\(pid 4242\) is still shutting down after 0.2 s"):
-            succession.wait_for_previous(tmp_path, lock_path, merged, shutting_down, margin=0.2)
+            succession.wait_for_previous(
+                tmp_path, lock_path, lambda: merged, shutting_down, margin=0.2
+            )
         # One that answers normally is left to the usual "already running" refusal.
-        succession.wait_for_previous(tmp_path, lock_path, merged, lambda: None, margin=0.2)
-    # Nobody holds the lock: nothing to wait for.
-    succession.wait_for_previous(tmp_path, lock_path, merged, shutting_down, margin=0.2)
+        succession.wait_for_previous(tmp_path, lock_path, lambda: merged, lambda: None, margin=0.2)
+
+    # Nobody holds the lock: nothing to wait for, and no config to render for it.
+    def unread() -> config.Merged:
+        raise AssertionError("rendered the config with no previous instance to wait for")
+
+    succession.wait_for_previous(tmp_path, lock_path, unread, shutting_down, margin=0.2)
     if sys.platform.startswith("linux"):
         # The other half: an instance whose runtime dir (and lock file) was deleted
         # still holds its abstract socket, and is still waited for.
         lock_path.unlink()
         busy = instance.abstract_lock(tmp_path, "busy")
         with busy, pytest.raises(StartError, match="still shutting down"):
-            succession.wait_for_previous(tmp_path, lock_path, merged, shutting_down, margin=0.2)
+            succession.wait_for_previous(
+                tmp_path, lock_path, lambda: merged, shutting_down, margin=0.2
+            )

@@ -64,7 +64,7 @@ class Command(BaseCommand):
                 # A broken config is one CommandError line, before the system checks
                 # (which would report the same problem as a multi-line SystemCheckError).
                 # supervisord's own parse of it comes with the first round, below.
-                checks.validate(project, opts, supervisord=False)
+                validated = checks.validate(project, opts, supervisord=False)
                 # Our own check would build the default config, not this run's
                 # (--config-file, --project-dir): that was validated just now.
                 with checks.config_already_validated():
@@ -82,7 +82,9 @@ class Command(BaseCommand):
                         fd=foreground.output_fd(self.stdout),
                     )
                 try:
-                    self.serve(project, opts, daemonize=daemonize, console=console)
+                    self.serve(
+                        project, opts, daemonize=daemonize, console=console, validated=validated
+                    )
                 finally:
                     if console is not None:
                         console.close()
@@ -105,7 +107,13 @@ class Command(BaseCommand):
             raise CommandError(str(error), returncode=getattr(error, "returncode", 1)) from None
 
     def serve(
-        self, project: Project, opts: config.Options, *, daemonize: bool, console: Any
+        self,
+        project: Project,
+        opts: config.Options,
+        *,
+        daemonize: bool,
+        console: Any,
+        validated: config.Merged | None = None,
     ) -> None:
         """Run supervisord in this process until it shuts down (or detaches)."""
         from djsupervisor.client import channel
@@ -123,6 +131,7 @@ class Command(BaseCommand):
             ping=lambda: channel.ping(*address()),
             is_up=lambda: channel.is_up(*address()),
             write=self.stdout.write,
+            validated=validated,
         )
 
     def control(
