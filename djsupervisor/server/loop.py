@@ -39,6 +39,9 @@ from .spawner import Spawner, collect_garbage
 # never act on and sleep a little, rather than spin.
 _MAX_ZERO_TIMEOUTS = 20
 _SPIN_GUARD = 0.01
+# The longest an idle round spends removing the previous run's logs (oldlogs.py): a
+# request arriving meanwhile waits at most this long.
+_CLEANUP_SLICE = 0.005
 
 
 class WakeupDispatcher:
@@ -159,6 +162,7 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
         poller = self.options.poller
         original_poll = poller.poll
         zero_timeouts = 0
+        old_logs = getattr(self.options, "old_logs", None)
 
         def poll(timeout: float) -> Any:
             nonlocal zero_timeouts
@@ -179,6 +183,8 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
             zero_timeouts = zero_timeouts + 1 if wait <= 0 else 0
             if zero_timeouts > _MAX_ZERO_TIMEOUTS:
                 wait = _SPIN_GUARD
+            if wait > 0 and old_logs:
+                wait -= old_logs.remove(min(wait, _CLEANUP_SLICE))
             return original_poll(max(wait, 0))
 
         poller.poll = poll
@@ -216,6 +222,9 @@ class ProjectSupervisor(Supervisor):  # type: ignore[misc]
                 console.drain()
             for group in self.process_groups.values():
                 close_logs(group.get_dispatchers().values())
+            if old_logs:
+                # Stopped before the loop was ever idle long enough: the rest now.
+                old_logs.remove(float("inf"))
 
     def next_timeout(self) -> float:
         """Seconds until the earliest due transition (the fixed 1 s poll otherwise)."""

@@ -18,7 +18,7 @@ from supervisor.states import SupervisorStates
 from ..config import parser, programenv, rundir
 from ..config.parser import Loader
 from ..errors import StartError
-from . import capture, guard, limits, rpc, spawn, spawner
+from . import capture, guard, limits, oldlogs, rpc, spawn, spawner
 from .console import Console, ConsoleLogHandler
 from .logguard import LogGuard, guard_logger
 from .loop import ProjectSupervisor
@@ -52,6 +52,8 @@ class ProjectServerOptions(parser.ParsingOptions):
     rpcinterface_factories: list[Any]
     #: The process whose spawn() is running, so fork() can use posix_spawn for it.
     spawning: Any = None
+    #: The previous run's AUTO child logs, removed by the loop once it is idle.
+    old_logs: oldlogs.OldLogs | None = None
 
     def __init__(
         self,
@@ -113,6 +115,31 @@ class ProjectServerOptions(parser.ParsingOptions):
                     capture.tap(process, self.console)
                 if self.project_dir is not None:
                     programenv.apply(process, self.project_dir)
+
+    def clear_autochildlogdir(self) -> None:
+        # Only list them: deleting them right before this run's are created made the
+        # creation slow (oldlogs.py). New logs reuse them, the loop removes the rest.
+        try:
+            private = not rundir.others_can_write(os.stat(self.childlogdir))
+        except OSError:
+            private = False
+        self.old_logs = oldlogs.OldLogs.listed(
+            self.childlogdir,
+            self.identifier,
+            self.logger.warn,
+            lambda: oldlogs.current_logs(self.process_group_configs),
+            reusable=private,
+        )
+
+    def mktempfile(self, suffix: str, prefix: str, dir: str) -> str:
+        # A new AUTO log on an old one's inode, in a directory only we can write to
+        # (oldlogs.py); otherwise supervisord's mkstemp.
+        if self.old_logs is not None and dir == self.childlogdir:
+            reused = self.old_logs.reuse(prefix, suffix, dir)
+            if reused is not None:
+                return reused
+        name: str = super().mktempfile(suffix, prefix, dir)
+        return name
 
     def make_logger(self) -> None:
         # supervisord opens its log file unchecked: a bad path would be a traceback.
