@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn
 
 from supervisor.options import ClientOptions, UnhosedConfigParser, normalize_path
-from supervisor.xmlrpc import SupervisorTransport
 
 from .. import config
 from ..errors import (
@@ -30,6 +29,7 @@ from ..errors import (
     SupervisorError,
 )
 from ..protocol import ALREADY_STARTED, BAD_NAME, CANT_REREAD, NOT_RUNNING, SHUTDOWN_STATE
+from . import answers
 
 Loader = Callable[[], config.Merged]
 #: ``(serverurl, username, password)``.
@@ -58,7 +58,8 @@ class ProjectClientOptions(ClientOptions):  # type: ignore[misc]
     def getServerProxy(self) -> Any:
         # supervisorctl makes a proxy per call and never closes its connection: keep
         # them, so that an in-process caller (call_command) leaks no sockets.
-        proxy = super().getServerProxy()
+        # supervisor's own proxy and transport, but reading answers with ElementTree.
+        proxy = server_proxy(self.serverurl, self.username, self.password)
         self._proxies.append(proxy)
         return proxy
 
@@ -124,7 +125,7 @@ def address(load: Loader, configfile: str) -> tuple[str, str | None, str | None]
 
 def server_proxy(serverurl: str, username: str | None, password: str | None) -> Any:
     """Return a fresh XML-RPC proxy (a failed transport stays broken, so never reuse one)."""
-    transport = SupervisorTransport(username, password, serverurl)
+    transport = answers.Transport(username, password, serverurl)
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
 
