@@ -231,6 +231,10 @@ class ProjectServerOptions(parser.ParsingOptions):
                 return pid
         return self.fork_here()
 
+    def stat(self, filename: str) -> os.stat_result:
+        batch: spawn.SpawnBatch | None = getattr(self, "spawn_batch", None)
+        return batch.stat(filename) if batch is not None else os.stat(filename)
+
     def fork_here(self) -> int:
         """supervisord's own fork (its child execs in ``Subprocess._spawn_as_child``)."""
         self.supervisord_pid = os.getpid()

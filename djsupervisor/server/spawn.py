@@ -144,9 +144,9 @@ def fast_spawn(
         return None  # a bad directory or exec error: supervisord's fork path reports it
 
 
-#: Handed-over spawns a batch finishes together, when the thread is done with them:
-#: each holds its child's pipe ends open here until then, and each finishing tells
-#: the watchdog in one write (a system call lets the spawning thread take the GIL).
+#: Handed-over spawns between two finishings of those the thread is done with: each
+#: holds its child's pipe ends open here until then, and each finishing asks the
+#: thread's socket (a system call lets the spawning thread take the GIL).
 FINISH_EVERY = 32
 
 
@@ -163,6 +163,13 @@ class SpawnBatch:
         self._pending: list[tuple[Any, int]] = []
         self._args: tuple[Any, tuple[str, list[str]]] | None = None
         self._spawning: Any = None
+        self._handed_over = 0
+        #: Programs spawned in this batch, for the watchdog (told once, at its end).
+        self._spawned: list[int] = []
+        #: ``os.stat`` results by path, for this batch: each program's command is looked
+        #: up along PATH, a stat per entry, and each system call lets the spawning
+        #: thread take the GIL.
+        self._stats: dict[str, os.stat_result | OSError] = {}
 
     def install(self, group: Any) -> None:
         """Catch ``Pending`` from the spawns of a plain group's programs."""
@@ -190,7 +197,8 @@ class SpawnBatch:
             return spawn()
         except Pending as pending:
             self._pending.append((proc, pending.ticket))
-            if len(self._pending) >= FINISH_EVERY:
+            self._handed_over += 1
+            if self._handed_over % FINISH_EVERY == 0:
                 self._finish(wait=False)  # the ones the thread is done with
             return None
         finally:
@@ -205,7 +213,27 @@ class SpawnBatch:
             yield
         finally:
             self.open = False
+            self._stats.clear()
             self._finish(wait=True)
+            watchdog = getattr(self.options, "watchdog", None)
+            if watchdog is not None and self._spawned:
+                watchdog.add(*self._spawned)
+            self._spawned.clear()
+
+    def stat(self, path: str) -> os.stat_result:
+        """``os.stat``, the same for the same path while the batch is open."""
+        if not self.open:
+            return os.stat(path)
+        result = self._stats.get(path)
+        if result is None:
+            try:
+                result = os.stat(path)
+            except OSError as error:
+                result = error
+            self._stats[path] = result
+        if isinstance(result, OSError):
+            raise OSError(result.errno, result.strerror, path)  # a fresh traceback
+        return result
 
     def settle(self, keep: int) -> None:
         """Finish the oldest handed-over spawns, waiting, until at most ``keep`` are out."""
@@ -213,7 +241,6 @@ class SpawnBatch:
 
     def _finish(self, wait: bool, keep: int = 0) -> None:
         spawner: Spawner = self.options.spawner
-        spawned: list[int] = []
         while len(self._pending) > keep:
             proc, ticket = self._pending[0]
             if not wait and not spawner.answered(ticket):
@@ -224,11 +251,8 @@ class SpawnBatch:
             except (OSError, Unavailable):
                 fork_instead(self.options, proc)  # supervisord's path reports the error
                 continue
-            spawned.append(pid)
+            self._spawned.append(pid)
             proc._spawn_as_parent(pid)
-        watchdog = getattr(self.options, "watchdog", None)
-        if watchdog is not None and spawned:
-            watchdog.add(*spawned)
 
 
 def fork_instead(options: Any, proc: Any) -> None:
