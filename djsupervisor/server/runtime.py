@@ -54,6 +54,8 @@ class ProjectServerOptions(parser.ParsingOptions):
     spawning: Any = None
     #: The previous run's AUTO child logs, removed by the loop once it is idle.
     old_logs: oldlogs.OldLogs | None = None
+    #: Set by the supervisord instance: the spawns its loop rounds hand over.
+    spawn_batch: spawn.SpawnBatch | None = None
 
     def __init__(
         self,
@@ -232,7 +234,7 @@ class ProjectServerOptions(parser.ParsingOptions):
         return self.fork_here()
 
     def stat(self, filename: str) -> os.stat_result:
-        batch: spawn.SpawnBatch | None = getattr(self, "spawn_batch", None)
+        batch = self.spawn_batch
         return batch.stat(filename) if batch is not None else os.stat(filename)
 
     def fork_here(self) -> int:

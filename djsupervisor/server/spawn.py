@@ -127,9 +127,10 @@ def fast_spawn(
         batch: SpawnBatch | None = getattr(options, "spawn_batch", None)
         args = (filename, argv, env, stdio, config.directory, config.umask, reset_signals)
         try:
+            ticket = spawner.submit(*args)
             if batch is not None and batch.defers(proc):
-                return Pending(spawner.submit(*args))
-            return spawner.spawn(*args)
+                return Pending(ticket)
+            return spawner.result(ticket)
         except OSError:
             return None  # as below: supervisord's fork path reports it
         except Unavailable:

@@ -52,9 +52,10 @@ _CLONE_FILES = 0x400
 def fork() -> int:
     """``os.fork()`` without Python 3.12's warning about the spawning thread.
 
-    A fork copies only the calling thread; the spawning thread, if any, is then waiting
-    in ``recvmsg`` and holds no lock the child could need (supervisord's fork path for
-    ``user=`` programs, a re-forked watchdog).
+    A fork copies only the calling thread, which holds the GIL: the spawning thread,
+    if any, is then waiting (for a request, in ``posix_spawn`` or for the GIL) and holds
+    no lock the child could need (supervisord's fork path for ``user=`` programs, a
+    re-forked watchdog).
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r".*multi-threaded.*fork", DeprecationWarning)
@@ -63,13 +64,6 @@ def fork() -> int:
 
 class Unavailable(Exception):
     """The thread could not start or has gone: spawn in supervisord's own thread."""
-
-
-def _unshare() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_FILES | _CLONE_FS) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, os.strerror(error))
 
 
 def posix_spawn(
@@ -162,9 +156,16 @@ class _Libc:
         self.holding = ctypes.PyDLL(None, use_errno=True)
 
     def check(self, result: int, what: str) -> None:
+        """For a call that returns -1 and sets ``errno``."""
         if result != 0:
             error = ctypes.get_errno()
             raise OSError(error, f"{what}: {os.strerror(error)}")
+
+
+def _check_returned(result: int, filename: str | None = None) -> None:
+    """For the ``posix_spawn*`` calls, which return their error number."""
+    if result != 0:
+        raise OSError(result, os.strerror(result), filename)
 
 
 _libc: _Libc | None = None
@@ -210,17 +211,15 @@ class _Attributes:
         for sig in reset_signals:
             libc.check(c.sigaddset(self._sigdef, int(sig)), "sigaddset")
         libc.check(c.sigemptyset(self._empty), "sigemptyset")
-        libc.check(c.posix_spawnattr_init(self.buffer), "posix_spawnattr_init")
+        _check_returned(c.posix_spawnattr_init(self.buffer))
         flags = _POSIX_SPAWN_SETPGROUP | _POSIX_SPAWN_SETSIGDEF | _POSIX_SPAWN_SETSIGMASK
-        # These return an error number (not -1 and errno).
         for result in (
             c.posix_spawnattr_setflags(self.buffer, ctypes.c_short(flags)),
             c.posix_spawnattr_setpgroup(self.buffer, 0),
             c.posix_spawnattr_setsigdefault(self.buffer, self._sigdef),
             c.posix_spawnattr_setsigmask(self.buffer, self._empty),
         ):
-            if result != 0:
-                raise OSError(result, os.strerror(result))
+            _check_returned(result)
 
 
 class _Request:
@@ -248,7 +247,7 @@ class _Request:
 
 
 class Spawner:
-    """A spawning thread, started at the first spawn; ``close()`` ends it."""
+    """A spawning thread, started at the first ``submit()``; ``close()`` ends it."""
 
     def __init__(self) -> None:
         self._sock: socket.socket | None = None
@@ -263,20 +262,6 @@ class Spawner:
         self._collector_was_on = False
         self.broken = not sys.platform.startswith("linux")
 
-    def spawn(
-        self,
-        filename: str,
-        argv: list[str],
-        env: dict[str, str],
-        stdio: tuple[int, int, int],
-        directory: str | None,
-        umask: int | None,
-        reset_signals: Sequence[int],
-    ) -> int:
-        """``posix_spawn`` the program with ``stdio`` on 0-2; OSError as posix_spawn's."""
-        ticket = self.submit(filename, argv, env, stdio, directory, umask, reset_signals)
-        return self.result(ticket)
-
     def submit(
         self,
         filename: str,
@@ -287,7 +272,7 @@ class Spawner:
         umask: int | None,
         reset_signals: Sequence[int],
     ) -> int:
-        """Hand a spawn to the thread; its ticket, for ``result()``.
+        """Hand a spawn (``stdio`` on 0-2) to the thread; its ticket, for ``result()``.
 
         ``stdio`` may be closed once this returns (the thread has its own copies in
         flight). Unavailable: the thread is gone or cannot start (spawn in place);
@@ -299,8 +284,10 @@ class Spawner:
         attributes = self._attributes.get(key)
         if attributes is None:
             attributes = self._attributes[key] = _Attributes(_get_libc(), key)
-        # Relative to supervisord's directory, as its own fork's chdir is.
-        target = os.path.join(os.getcwd(), directory) if directory else os.getcwd()
+        if directory and os.path.isabs(directory):
+            target = directory
+        else:  # relative to supervisord's directory, as its own fork's chdir is
+            target = os.path.join(os.getcwd(), directory) if directory else os.getcwd()
         request = _Request(self._submitted, filename, argv, env, target, umask, attributes)
         self._busy()
         if self._sock is None:
@@ -393,7 +380,7 @@ class Spawner:
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             libc = _get_libc()
-            _unshare()
+            libc.check(libc.holding.unshare(_CLONE_FILES | _CLONE_FS), "unshare")
         except OSError:
             os.write(fd, b"!")  # nothing was closed: fd is still ours to write to
             return
@@ -496,13 +483,13 @@ class _FileActions:
         if actions is None:
             c = self._libc.holding
             actions = ctypes.create_string_buffer(_OPAQUE)
-            if c.posix_spawn_file_actions_init(actions) != 0:
-                raise OSError(errno.ENOMEM, "posix_spawn_file_actions_init")
-            for target, fd in enumerate(fds):
-                result = c.posix_spawn_file_actions_adddup2(actions, fd, target)
-                if result != 0:
-                    c.posix_spawn_file_actions_destroy(actions)
-                    raise OSError(result, os.strerror(result))
+            _check_returned(c.posix_spawn_file_actions_init(actions))
+            try:
+                for target, fd in enumerate(fds):
+                    _check_returned(c.posix_spawn_file_actions_adddup2(actions, fd, target))
+            except OSError:
+                c.posix_spawn_file_actions_destroy(actions)
+                raise
             if len(self._built) >= 16:
                 self.clear()
             self._built[fds] = actions
@@ -529,6 +516,5 @@ def _spawn(libc: _Libc, request: _Request, actions: Any) -> int:  # in the threa
     finally:
         if previous is not None:
             os.umask(previous)
-    if result != 0:
-        raise OSError(result, os.strerror(result), os.fsdecode(request.path))
+    _check_returned(result, os.fsdecode(request.path))
     return pid.value

@@ -64,7 +64,7 @@ def run(spawner: Spawner, argv: list[str], **kwargs: object) -> tuple[int, str, 
     parent_err, child_err = os.pipe()
     options = {"directory": None, "umask": None, **kwargs}
     try:
-        pid = spawner.spawn(
+        ticket = spawner.submit(
             argv[0],
             argv,
             dict(os.environ),
@@ -72,6 +72,7 @@ def run(spawner: Spawner, argv: list[str], **kwargs: object) -> tuple[int, str, 
             reset_signals=[signal.SIGTERM],
             **options,  # type: ignore[arg-type]
         )
+        pid = spawner.result(ticket)
     finally:
         for fd in (child_in, child_out, child_err):
             os.close(fd)
