@@ -23,8 +23,8 @@ from .harness import (
     cpu_seconds,
     pss_mib,
     related,
-    run_worker,
     rss_mib,
+    run_worker,
     stock_command,
 )
 from .project import (
