@@ -207,9 +207,14 @@ class Channel:
     password: str
 
     def call(self, method: str, *params: Any, timeout: float = 5.0) -> Any:
+        return self.timed_call(method, *params, timeout=timeout)[0]
+
+    def timed_call(self, method: str, *params: Any, timeout: float = 5.0) -> tuple[Any, float]:
+        """The call's result, and the seconds until its answer was read whole (unparsed)."""
         body = xmlrpc.client.dumps(params, method).encode()
         token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
         headers = {"Content-Type": "text/xml", "Authorization": f"Basic {token}"}
+        started = time.perf_counter()
         conn = _UnixConnection(self.socket_path, timeout)
         try:
             conn.request("POST", "/RPC2", body, headers)
@@ -217,10 +222,11 @@ class Channel:
             data = response.read()
         finally:
             conn.close()
+        answered = time.perf_counter() - started
         if response.status != 200:
             raise ProcessFailed(f"{method}: HTTP {response.status} {response.reason}")
         (result,), _ = xmlrpc.client.loads(data)
-        return result
+        return result, answered
 
 
 # --- processes ---------------------------------------------------------------------------

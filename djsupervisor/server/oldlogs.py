@@ -8,10 +8,12 @@ starts followed each other within seconds (``perf``: ``find_inode_bit`` ->
 ``recently_deleted``). So the start only lists them, before any new log exists.
 
 Where only we (and root) can create files in the directory, a new AUTO log takes an
-old one's inode: emptied, then linked under the new, unique name (``link`` fails on
-an existing name, as ``O_EXCL`` does) and unlinked under the old. No inode is
-allocated or freed. The rest are removed by the loop in short slices when it has
-nothing due (after the programs have been started), and what is left when it ends.
+old one's inode, emptied: the previous run's log of the same program and channel where
+there is one, name and all (so a program's log keeps its path from run to run), or any
+other, renamed to a new name like ``mkstemp``'s. No inode is allocated or freed, and no
+directory entry changes for a program that ran before. The rest are removed by the loop
+in short slices when it has nothing due (after the programs have been started), and
+what is left when it ends.
 
 What is removed, and when not at all (``nocleanup``), is supervisord's choice as
 before; only the moment changes.
@@ -20,7 +22,9 @@ before; only the moment changes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import random
 import re
 import stat
 import time
@@ -46,6 +50,13 @@ class OldLogs:
         # This run's logs, asked for at the first removal (they exist by then).
         self._current = current
         self._keep: set[str] | None = None
+        # Names need to be unique, not secret: mkstemp's own come from random.Random.
+        self._names = random.Random()
+        # Reusable logs by the prefix of their name (program, channel, identifier), and
+        # rotated backups by the log they were rotated from; what reuse() took.
+        self._named: dict[str, list[str]] = {}
+        self._backups: dict[str, list[str]] = {}
+        self._taken: set[str] = set()
 
     @classmethod
     def listed(
@@ -71,61 +82,93 @@ class OldLogs:
         old = cls(paths, warn, current)
         if reusable:
             old.reusable, old.paths = old.paths, []
+            old._index()
         return old
+
+    def _index(self) -> None:
+        for path in self.reusable:
+            log, dot, number = path.rpartition(".")
+            if number == "log":
+                # mkstemp's random part has no "-": the prefix is all up to the last one.
+                name = os.path.basename(path)
+                self._named.setdefault(name[: name.rfind("-") + 1], []).append(path)
+            elif dot and number.isdigit():
+                self._backups.setdefault(log, []).append(path)
 
     def __bool__(self) -> bool:
         return bool(self.paths or self.reusable)
 
     def reuse(self, prefix: str, suffix: str, directory: str) -> str | None:
-        """A new AUTO log named like ``mkstemp``'s, on an old log's inode; ``None`` if none.
+        """A new AUTO log on an old log's inode, emptied; ``None`` if none can be taken.
 
-        Only an old log that is a regular file of ours with no other link is taken; any
-        other is left to the removal, as is one that cannot be taken for any reason.
+        Nobody else can create, rename or replace an entry in ``directory``: what
+        ``lstat`` saw stays true, and a name found free stays free. So the previous run's
+        log of the same program and channel is taken as it is, name and all (one system
+        call); failing that, any old log is renamed to a name like ``mkstemp``'s. Only a
+        regular file of ours with no other link is taken; any other is left to the
+        removal, as is one that cannot be taken for any reason.
         """
-        while self.reusable:
-            old = self.reusable.pop()
-            try:
-                fd = os.open(old, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError:
-                self.paths.append(old)
-                continue
-            try:
-                info = os.fstat(fd)
-                if (
-                    not stat.S_ISREG(info.st_mode)
-                    or info.st_uid != os.geteuid()
-                    or info.st_nlink != 1
-                ):
+        if suffix == ".log":
+            same = self._named.get(prefix, [])
+            while same:
+                old = same.pop()
+                self._taken.add(old)
+                if not self._emptied(old):
                     self.paths.append(old)
                     continue
-                os.ftruncate(fd, 0)
-                os.fchmod(fd, 0o600)
-            except OSError:
+                # The previous run's rotated copies would pass for this run's: gone now.
+                for backup in self._backups.pop(old, ()):
+                    self._taken.add(backup)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(backup)
+                return os.path.abspath(old)
+        while self.reusable:
+            old = self.reusable.pop()
+            if old in self._taken:
+                continue
+            if not self._emptied(old):
                 self.paths.append(old)
                 continue
-            finally:
-                os.close(fd)
             for _ in range(100):
                 # 40 random bits, as mkstemp's 8 of 37 characters: [a-z2-7]{8}.
-                token = base64.b32encode(os.urandom(5)).decode("ascii").lower()
+                token = base64.b32encode(self._names.randbytes(5)).decode("ascii").lower()
                 new = os.path.join(directory, f"{prefix}{token}{suffix}")
-                try:
-                    os.link(old, new)
-                except FileExistsError:
+                if os.path.lexists(new):
                     continue
+                try:
+                    os.rename(old, new)
                 except OSError:
-                    break  # no hard links here: leave it, and all others, to the removal
-                os.unlink(old)
+                    break  # leave it, and all others, to the removal
                 return os.path.abspath(new)
             self.paths.append(old)
-            self.paths.extend(self.reusable)
+            self.paths.extend(path for path in self.reusable if path not in self._taken)
             self.reusable = []
         return None
+
+    @staticmethod
+    def _emptied(path: str) -> bool:
+        """Empty ``path``, 0600, if it is a regular file of ours with no other link."""
+        try:
+            info = os.lstat(path)
+            if (
+                not stat.S_ISREG(info.st_mode)
+                or info.st_uid != os.geteuid()
+                or info.st_nlink != 1
+            ):
+                return False
+            if info.st_size:
+                os.truncate(path, 0)
+            if stat.S_IMODE(info.st_mode) != 0o600:
+                os.chmod(path, 0o600)
+        except OSError:
+            return False
+        return True
 
     def remove(self, budget: float) -> float:
         """Remove old logs for about ``budget`` seconds; return the seconds spent."""
         start = time.monotonic()
-        self.paths.extend(self.reusable)  # a new log no longer takes one: the rest go
+        # A new log no longer takes one: the rest go.
+        self.paths.extend(path for path in self.reusable if path not in self._taken)
         self.reusable = []
         if self._keep is None:
             # Never this run's own: a name can come back once its old file is gone.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from djsupervisor.config import Options, project
-from djsupervisor.server import runtime
+from djsupervisor.server import oldlogs, runtime
 from tests.utils import Project, make_project, runtime_dirs, site_settings, sleeper, wait_dead
 
 CONF = f"""
@@ -147,11 +147,46 @@ def test_a_start_removes_the_previous_runs_auto_logs(
     runtime_dir = runtime_dirs(proj.path)[0]
     first = sorted(runtime_dir.glob("one-*.log"))
     assert len(first) == 2  # AUTO stdout and stderr logs
-    old = first + plant_old_logs(runtime_dir)
+    for path in first:
+        path.write_text("run 1\n")
+    backup = Path(f"{first[0]}.1")  # run 1 rotated its log once
+    backup.write_text("run 1, rotated\n")
+    planted = plant_old_logs(runtime_dir)
 
     start_and_stop(proj)
-    second = sorted(set(runtime_dir.glob("one-*.log")) - set(first))
-    assert len(second) == 2  # this run's, kept
+    now = sorted(runtime_dir.glob("one-*.log"))
     assert (runtime_dir / "mine.log").exists()
-    left = [path for path in old if path.exists()]
-    assert left == (old if nocleanup else [])
+    if nocleanup:
+        # supervisord's choice: every old log stays, this run's are new files.
+        assert len(now) == 4 and set(first) < set(now)
+        assert all(path.exists() for path in [*planted, backup])
+        assert [path.read_text() for path in first] == ["run 1\n"] * 2
+    else:
+        # The program's logs keep their paths, emptied for this run; the rest are gone.
+        assert now == first
+        assert "run 1" not in "".join(path.read_text() for path in now)
+        assert not any(path.exists() for path in [*planted, backup])
+
+
+def test_a_programs_own_old_log_is_reused_in_place_only_when_ours_alone(tmp_path: Path) -> None:
+    logdir = tmp_path / "logs"
+    logdir.mkdir(mode=0o700)
+    prefix = "one-stdout---supervisor-"
+    own = logdir / f"{prefix}abcd1234.log"
+    own.write_text("run 1\n")
+    own.chmod(0o644)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    linked = logdir / "two-stdout---supervisor-efgh5678.log"
+    os.link(precious, linked)
+    old = oldlogs.OldLogs.listed(str(logdir), "supervisor", pytest.fail, reusable=True)
+
+    assert old.reuse(prefix, ".log", str(logdir)) == str(own)
+    assert own.read_text() == "" and oct(own.stat().st_mode & 0o777) == "0o600"
+    # Program two's old log is a second link to someone's file: never emptied, and the
+    # new log is a fresh file (supervisord's own mkstemp) since no other inode is left.
+    assert old.reuse("two-stdout---supervisor-", ".log", str(logdir)) is None
+    assert precious.read_text() == "keep me\n"
+    old.remove(float("inf"))
+    assert own.exists()  # taken: never in the removal
+    assert not linked.exists() and precious.read_text() == "keep me\n"
