@@ -101,7 +101,11 @@ class Answer:
         params = root.find("params")
         if params is None:
             raise ResponseError("XML-RPC answer without params or fault")
-        return tuple(value_of(_child(param, "value")) for param in params)
+        try:
+            return tuple(value_of(_child(param, "value")) for param in params)
+        except RecursionError:
+            # value_of() recurses per level; xmlrpc.client's unmarshaller keeps a stack.
+            raise ResponseError("XML-RPC answer nested too deeply to read") from None
 
 
 class Parser:

@@ -22,7 +22,6 @@ before; only the moment changes.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import random
 import re
@@ -104,9 +103,9 @@ class OldLogs:
         Nobody else can create, rename or replace an entry in ``directory``: what
         ``lstat`` saw stays true, and a name found free stays free. So the previous run's
         log of the same program and channel is taken as it is, name and all (one system
-        call); failing that, any old log is renamed to a name like ``mkstemp``'s. Only a
-        regular file of ours with no other link is taken; any other is left to the
-        removal, as is one that cannot be taken for any reason.
+        call for an empty one); failing that, any old log is renamed to a name like
+        ``mkstemp``'s. Only a regular file of ours with no other link is taken; any other
+        is left to the removal, as is one that cannot be taken for any reason.
         """
         if suffix == ".log":
             same = self._named.get(prefix, [])
@@ -119,8 +118,12 @@ class OldLogs:
                 # The previous run's rotated copies would pass for this run's: gone now.
                 for backup in self._backups.pop(old, ()):
                     self._taken.add(backup)
-                    with contextlib.suppress(FileNotFoundError):
+                    try:
                         os.remove(backup)
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        self.warn(f"Failed to clean up {backup!r}")  # supervisord's words
                 return os.path.abspath(old)
         while self.reusable:
             old = self.reusable.pop()
@@ -150,11 +153,7 @@ class OldLogs:
         """Empty ``path``, 0600, if it is a regular file of ours with no other link."""
         try:
             info = os.lstat(path)
-            if (
-                not stat.S_ISREG(info.st_mode)
-                or info.st_uid != os.geteuid()
-                or info.st_nlink != 1
-            ):
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
                 return False
             if info.st_size:
                 os.truncate(path, 0)

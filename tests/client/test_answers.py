@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import xmlrpc.client
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,14 @@ def test_a_fault_raises_xmlrpc_clients_fault() -> None:
 def test_a_broken_answer_is_a_response_error() -> None:
     with pytest.raises(xmlrpc.client.ResponseError):
         read(b"<methodResponse><params><param><value><int>1</int>")
+
+
+def test_an_answer_nested_deeper_than_the_recursion_limit_is_a_response_error() -> None:
+    depth = sys.getrecursionlimit() + 10
+    value = "<value><array><data>" * depth + "</data></array></value>" * depth
+    body = f"<methodResponse><params><param>{value}</param></params></methodResponse>"
+    with pytest.raises(xmlrpc.client.ResponseError, match="nested too deeply"):
+        read(body.encode())
 
 
 def test_a_running_supervisord_answers_alike(projects: list[Project], tmp_path: Path) -> None:
