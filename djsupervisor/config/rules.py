@@ -112,11 +112,18 @@ def parse_dependencies(where: str, value: str) -> tuple[Dependency, ...]:
     return tuple(deps)
 
 
+#: The options that make a rule; with none of them, a program's rules are the defaults.
+_RULE_OPTIONS = frozenset(
+    {"depends_on", "healthcheck", "healthcheck_restart", "oneshot", "essential"}
+)
+
+
 def parse_rules(merged: config.Merged) -> dict[str, Rules]:
     """Return the orchestration rules per program (group) name; validate them together."""
     rules: dict[str, Rules] = {}
     for section, values in merged.sections.items():
-        if not section.startswith(config.PROCESS_PREFIXES):
+        # Most programs have no rule: skip them before any parsing (shlex is slow).
+        if not section.startswith(config.PROCESS_PREFIXES) or _RULE_OPTIONS.isdisjoint(values):
             continue
         where = f"{merged.where(section)}: [{section}]"
         parsed = Rules(

@@ -407,12 +407,15 @@ def test_unknown_action(project: Project) -> None:
 
 
 def test_call_command_captures_output(project: Project) -> None:
+    frozen = gc.get_freeze_count()
     with override_settings(
         SECRET_KEY="integration-test-secret", SUPERVISOR_PROJECT_DIR=project.path
     ):
         buf = io.StringIO()
         call_command("supervisor", "status", "one", stdout=buf)
         assert buf.getvalue().split()[:2] == ["one", "RUNNING"]
+        # Only manage.py's own process, which ends with the action, freezes its heap.
+        assert gc.get_freeze_count() == frozen
 
         buf = io.StringIO()
         call_command("supervisor", "tail", "one", stdout=buf)
