@@ -109,7 +109,7 @@ def start(ctx: Context) -> list[Figure]:
         "ours": project.manage_argv("supervisor", "status"),
         "peer": [*stock_command("supervisorctl"), "-c", str(peer_ctl), "status"],
     }
-    runs = ctx.reps(1, 2)
+    runs = ctx.reps(1, 4)
     keys = ("starts", "slowdown", "info", "parsed", "status", "stop")
     samples: dict[str, dict[str, list[float]]] = {k: {"ours": [], "peer": []} for k in keys}
     floors: list[float] = []
@@ -377,7 +377,7 @@ CONSOLE_MIB = 20
 )
 def console_row(ctx: Context) -> list[Figure]:
     sides = console.Sides(ctx, CONSOLE_MIB * console.MIB // (console.BLOCK_LINES * console.LINE))
-    runs = ctx.reps(3, 5)
+    runs = ctx.reps(3, 9)
     seconds: dict[str, list[float]] = {"ours": [], "peer": []}
     for run in range(runs):
         # Alternate who goes first, so drifting background load hits both alike.
