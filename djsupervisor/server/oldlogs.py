@@ -118,12 +118,7 @@ class OldLogs:
                 # The previous run's rotated copies would pass for this run's: gone now.
                 for backup in self._backups.pop(old, ()):
                     self._taken.add(backup)
-                    try:
-                        os.remove(backup)
-                    except FileNotFoundError:
-                        pass
-                    except OSError:
-                        self.warn(f"Failed to clean up {backup!r}")  # supervisord's words
+                    self._remove(backup)
                 return os.path.abspath(old)
         while self.reusable:
             old = self.reusable.pop()
@@ -176,15 +171,18 @@ class OldLogs:
             path = self.paths.pop()
             if path in self._keep or path.rpartition(".")[0] in self._keep:
                 continue
-            try:
-                os.remove(path)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                self.warn(f"Failed to clean up {path!r}")  # supervisord's words
+            self._remove(path)
             if time.monotonic() - start >= budget:
                 break
         return time.monotonic() - start
+
+    def _remove(self, path: str) -> None:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            self.warn(f"Failed to clean up {path!r}")  # supervisord's words
 
 
 def current_logs(process_group_configs: Iterable[object]) -> list[str]:
