@@ -337,7 +337,7 @@ def many(ctx: Context) -> list[Figure]:
             PEER,
         ),
         # The loop's responsiveness: until the answer is in, whole. Parsing 6 MB of XML
-        # with xmlrpc.client is the client's cost (up to half of it), shown next.
+        # with xmlrpc.client is the client's own cost (half or more), shown next.
         Figure(
             f"slowest getAllProcessInfo issued during the start-up, answered, {n}",
             "s",
