@@ -319,15 +319,17 @@ def many(ctx: Context) -> list[Figure]:
             ctx.procs.stop(proc, timeout=120)
         # Stock supervisord stops 5,000 groups one per turn of its loop (minutes): the
         # run's cleanup kills it and its programs by pid instead.
-        result[manager.key] = {
-            "start": elapsed,
-            "status": status,
-            "worst": max(answers, default=0),
-            "worst parsed": max(latencies, default=0),
-        }
+        result[manager.key] = {"start": elapsed, "status": status}
         during[manager.key] = answers
         parsed[manager.key] = latencies
     n = f"{count:,} programs"
+
+    def slowest(times: dict[str, list[float]], label: str, target: Target | None) -> Figure:
+        """The slowest request of each side, with all of them."""
+        mine, theirs = (max(times[key], default=0) for key in ("ours", "supervisord"))
+        samples = {"ours": times["ours"], "peer": times["supervisord"]}
+        return Figure(f"{label}, {n}", "s", mine, theirs, PEER, target, samples)
+
     return [
         Figure(
             f"exec to all RUNNING, {n}",
@@ -338,24 +340,12 @@ def many(ctx: Context) -> list[Figure]:
         ),
         # The loop's responsiveness: until the answer is in, whole. Parsing 6 MB of XML
         # with xmlrpc.client is the client's own cost (half or more), shown next.
-        Figure(
-            f"slowest getAllProcessInfo issued during the start-up, answered, {n}",
-            "s",
-            result["ours"]["worst"],
-            result["supervisord"]["worst"],
-            PEER,
+        slowest(
+            during,
+            "slowest getAllProcessInfo issued during the start-up, answered",
             Target("ours", 1.0),
-            {"ours": during["ours"], "peer": during["supervisord"]},
         ),
-        Figure(
-            f"the same, answered and parsed by xmlrpc.client, {n}",
-            "s",
-            result["ours"]["worst parsed"],
-            result["supervisord"]["worst parsed"],
-            PEER,
-            None,
-            {"ours": parsed["ours"], "peer": parsed["supervisord"]},
-        ),
+        slowest(parsed, "the same, answered and parsed by xmlrpc.client", None),
         Figure(
             f"status, whole process, {n}",
             "s",

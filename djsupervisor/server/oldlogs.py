@@ -139,9 +139,13 @@ class OldLogs:
                     break  # leave it, and all others, to the removal
                 return os.path.abspath(new)
             self.paths.append(old)
-            self.paths.extend(path for path in self.reusable if path not in self._taken)
-            self.reusable = []
+            self._stop_reusing()
         return None
+
+    def _stop_reusing(self) -> None:
+        """Leave every old log not taken yet to the removal."""
+        self.paths.extend(path for path in self.reusable if path not in self._taken)
+        self.reusable = []
 
     @staticmethod
     def _emptied(path: str) -> bool:
@@ -161,9 +165,7 @@ class OldLogs:
     def remove(self, budget: float) -> float:
         """Remove old logs for about ``budget`` seconds; return the seconds spent."""
         start = time.monotonic()
-        # A new log no longer takes one: the rest go.
-        self.paths.extend(path for path in self.reusable if path not in self._taken)
-        self.reusable = []
+        self._stop_reusing()  # a new log no longer takes one: the rest go
         if self._keep is None:
             # Never this run's own: a name can come back once its old file is gone.
             self._keep = set(self._current())

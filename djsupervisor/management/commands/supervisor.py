@@ -147,14 +147,15 @@ class Command(BaseCommand):
         """Run one supervisorctl action (or the shell) against the running supervisord."""
         from djsupervisor.client.control import control
 
-        if getattr(self, "_called_from_command_line", False):
+        from_command_line = getattr(self, "_called_from_command_line", False)
+        if from_command_line:
             # This process ends with the action: spare Django and the config the
             # collector's full passes, which an answer's allocations set off. At 1,000
             # programs they took 150 ms of a 450 ms status. Never in call_command().
             gc.freeze()
         out, warn = self.stdout, self.stderr.write
         code = control(project, opts, action, as_json=as_json, stats=stats, stdout=out, warn=warn)
-        if code and getattr(self, "_called_from_command_line", False):
+        if code and from_command_line:
             raise SystemExit(code)  # supervisorctl already said why, on stdout
         if code:
             raise CommandError(
