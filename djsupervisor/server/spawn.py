@@ -127,7 +127,7 @@ def fast_spawn(
         batch: SpawnBatch | None = getattr(options, "spawn_batch", None)
         args = (filename, argv, env, stdio, config.directory, config.umask, reset_signals)
         try:
-            ticket = spawner.submit(*args)
+            ticket = spawner.submit(*args, order=config.priority)
             if batch is not None and batch.defers(proc):
                 return Pending(ticket)
             return spawner.result(ticket)

@@ -1,6 +1,6 @@
-"""The spawning thread: its own small descriptor table, programs exactly as before.
+"""The spawning threads: each its own small descriptor table, programs exactly as before.
 
-The thread is Linux only (``unshare(CLONE_FILES)``); elsewhere, or when the thread is
+The threads are Linux only (``unshare(CLONE_FILES)``); elsewhere, or when a thread is
 gone, programs are spawned in supervisord's own thread with the same ``posix_spawn``.
 """
 
@@ -52,7 +52,7 @@ print("to stderr", file=sys.stderr)
 def spawner() -> Iterator[Spawner]:
     if not sys.platform.startswith("linux"):
         pytest.skip("Linux only")
-    spawner = Spawner()
+    spawner = Spawner(lanes=2)  # as on a machine of two cores or more
     yield spawner
     spawner.close()
 
@@ -114,23 +114,33 @@ def _umask() -> int:
     return mask
 
 
-def test_the_thread_holds_almost_no_descriptors(spawner: Spawner) -> None:
+def thread_ids(spawner: Spawner) -> list[int]:
+    """The native ids of the spawning threads started so far."""
+    return [
+        lane.thread.native_id
+        for lane in spawner._lanes
+        if lane.thread is not None and lane.thread.native_id is not None
+    ]
+
+
+def test_each_thread_holds_almost_no_descriptors(spawner: Spawner) -> None:
     run(spawner, ["/bin/true"])
-    assert spawner._thread is not None and spawner._thread.native_id is not None
+    run(spawner, ["/bin/true"])
+    assert len(thread_ids(spawner)) == 2  # one per lane
     held = [os.pipe() for _ in range(100)]
     try:
         ours = os.listdir("/proc/self/fd")
-        theirs = os.listdir(f"/proc/self/task/{spawner._thread.native_id}/fd")
+        theirs = [os.listdir(f"/proc/self/task/{tid}/fd") for tid in thread_ids(spawner)]
     finally:
         for pair in held:
             for fd in pair:
                 os.close(fd)
     assert len(ours) > 200
-    assert sorted(map(int, theirs)) == [0, 1, 2, theirs_socket(spawner)]
+    for tid, table in zip(thread_ids(spawner), theirs, strict=True):
+        assert sorted(map(int, table)) == [0, 1, 2, theirs_socket(tid)]
 
 
-def theirs_socket(spawner: Spawner) -> int:
-    tid = spawner._thread.native_id  # type: ignore[union-attr]
+def theirs_socket(tid: int) -> int:
     numbers = [int(fd) for fd in os.listdir(f"/proc/self/task/{tid}/fd")]
     sockets = [fd for fd in numbers if "socket:" in os.readlink(f"/proc/self/task/{tid}/fd/{fd}")]
     assert len(sockets) == 1
@@ -153,11 +163,63 @@ def test_a_closed_spawner_starts_a_new_thread(spawner: Spawner) -> None:
 
 def test_a_gone_thread_is_reported_not_waited_for(spawner: Spawner) -> None:
     run(spawner, ["/bin/true"])
-    assert spawner._sock is not None
-    spawner._sock.shutdown(2)  # as if the thread had died: its end reads EOF
+    lane = spawner._lanes[1]  # the next spawn's
+    run(spawner, ["/bin/true"])
+    assert lane.sock is not None
+    lane.sock.shutdown(2)  # as if the thread had died: its end reads EOF
+    run(spawner, ["/bin/true"])  # the other lane's turn
     with pytest.raises(Unavailable):
         run(spawner, ["/bin/true"])
     assert spawner.broken
+    with pytest.raises(Unavailable):  # nothing more is handed over, to any lane
+        run(spawner, ["/bin/true"])
+
+
+def test_a_gone_thread_leaves_the_other_lanes_spawns_answered(spawner: Spawner) -> None:
+    """Given up on, a spawn out on a healthy lane would be lost, or started twice."""
+    fds = [os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC) for _ in range(3)]
+    args = ("/bin/true", ["true"], dict(os.environ), tuple(fds), None, None, [signal.SIGTERM])
+    try:
+        first = spawner.submit(*args)  # type: ignore[arg-type]
+        second = spawner.submit(*args)  # type: ignore[arg-type]
+        pids = [spawner.result(second)]
+        gone = spawner._lanes[second % 2]
+        assert gone.sock is not None
+        gone.sock.shutdown(2)  # as if its thread had died
+        third = spawner.submit(*args)  # type: ignore[arg-type]  # the healthy lane's
+        with pytest.raises(Unavailable):
+            spawner.submit(*args)  # type: ignore[arg-type]  # the gone lane's turn
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert spawner.broken
+    pids += [spawner.result(first), spawner.result(third)]  # out when it broke: answered
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_spawns_of_another_order_wait_for_those_out(spawner: Spawner) -> None:
+    """supervisord's priority order: a program never execs beside one of another priority."""
+    fds = [os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC) for _ in range(3)]
+    try:
+        args = ("/bin/true", ["true"], dict(os.environ), tuple(fds), None, None, [signal.SIGTERM])
+        first = spawner.submit(*args, order=1)  # type: ignore[arg-type]
+        second = spawner.submit(*args, order=1)  # type: ignore[arg-type]
+        lanes = spawner._lanes
+        out_before = sum(lane.submitted - lane.answered for lane in lanes)
+        third = spawner.submit(*args, order=2)  # type: ignore[arg-type]
+        out_after = sum(lane.submitted - lane.answered for lane in lanes)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    # Two spawns of one order out at once (so the wait below is the order's doing) ...
+    assert out_before == 2
+    # ... and the third handed over only once both were answered.
+    assert out_after == 1
+    for ticket in (first, second, third):
+        _, status = os.waitpid(spawner.result(ticket), 0)
+        assert os.waitstatus_to_exitcode(status) == 0
 
 
 @LINUX_ONLY
@@ -192,7 +254,8 @@ def test_stdin_closed_supervisord_still_wires_0_to_2(tmp_path: Path) -> None:
 def test_forking_beside_the_thread_is_quiet(spawner: Spawner) -> None:
     """supervisord's own fork path (``user=``) runs with the thread alive (3.12 warns)."""
     run(spawner, ["/bin/true"])
-    assert spawner._thread is not None and spawner._thread.is_alive()
+    thread = spawner._lanes[0].thread
+    assert thread is not None and thread.is_alive()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pid = fork()
