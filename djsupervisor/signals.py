@@ -32,6 +32,8 @@ process_state_changed = Signal()
 
 def forward_state_event(event: Any) -> None:
     """supervisord event callback: send ``process_state_changed`` for a ``ProcessStateEvent``."""
+    if not process_state_changed.has_listeners():
+        return  # nothing to send, and no receiver's connection to close (a start's hot path)
     process = event.process
     config = process.config
     to_state = getProcessStateDescription(process.state)

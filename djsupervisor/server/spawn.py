@@ -71,7 +71,8 @@ class InheritedFds:
 def child_environment(options: Any, proc: Any) -> dict[str, str]:
     """The environment supervisord gives a program (process.py ``_spawn_as_child``)."""
     config = proc.config
-    env = os.environ.copy()
+    batch: SpawnBatch | None = getattr(options, "spawn_batch", None)
+    env = batch.environ() if batch is not None else os.environ.copy()
     env["SUPERVISOR_ENABLED"] = "1"
     serverurl = config.serverurl or options.serverurl
     if serverurl:
@@ -171,6 +172,9 @@ class SpawnBatch:
         #: up along PATH, a stat per entry, and each system call lets the spawning
         #: thread take the GIL.
         self._stats: dict[str, os.stat_result | OSError] = {}
+        #: ``os.environ`` as a plain dict, for this batch: copying ``os.environ`` decodes
+        #: every variable (31 ms per 1,000 programs), a dict's copy does not.
+        self._environ: dict[str, str] | None = None
 
     def install(self, group: Any) -> None:
         """Catch ``Pending`` from the spawns of a plain group's programs."""
@@ -215,11 +219,20 @@ class SpawnBatch:
         finally:
             self.open = False
             self._stats.clear()
+            self._environ = None
             self._finish(wait=True)
             watchdog = getattr(self.options, "watchdog", None)
             if watchdog is not None and self._spawned:
                 watchdog.add(*self._spawned)
             self._spawned.clear()
+
+    def environ(self) -> dict[str, str]:
+        """A copy of ``os.environ``, the same for every program while the batch is open."""
+        if not self.open:
+            return os.environ.copy()
+        if self._environ is None:
+            self._environ = os.environ.copy()
+        return self._environ.copy()
 
     def stat(self, path: str) -> os.stat_result:
         """``os.stat``, the same for the same path while the batch is open."""
