@@ -8,6 +8,7 @@ what ``manage.py supervisor`` would run. What has no equivalent is listed as a c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pwd
 import re
@@ -232,13 +233,26 @@ def procfile(found: Sequence[Program], notes: Sequence[str], target: Target) -> 
 def run(
     project: Project, opts: config.Options, args: Sequence[str], *, stdout: Any, stderr: Any = None
 ) -> None:
-    """``manage.py supervisor export systemd|procfile ...``."""
+    """``manage.py supervisor export ...``: nothing is left in the runtime directory."""
+    from ..config.rundir import check_runtime_dir, ensure_runtime_dir
+
+    # supervisord's parser, which reads the programs, wants the log directory to exist;
+    # an export made for another machine leaves none behind here.
+    created = not check_runtime_dir(project.runtime_dir)
+    ensure_runtime_dir(project.runtime_dir)
+    try:
+        _run(project, opts, args, stdout=stdout, stderr=stderr)
+    finally:
+        if created:
+            with contextlib.suppress(OSError):  # not empty: a supervisord started meanwhile
+                os.rmdir(project.runtime_dir)
+
+
+def _run(
+    project: Project, opts: config.Options, args: Sequence[str], *, stdout: Any, stderr: Any
+) -> None:
     from django.conf import settings
 
-    from ..config.rundir import ensure_runtime_dir
-
-    # supervisord's parser, which reads the programs, wants the log directory to exist.
-    ensure_runtime_dir(project.runtime_dir)
     if list(args[:1]) in (["compose"], ["kubernetes"]):
         from . import model as export_model
 

@@ -213,6 +213,20 @@ def test_procfile_lines_run_as_supervisord_would_run_them(site: Path) -> None:
     assert result.stdout == f"{site} 8002 hello world ['--port=8002', 'a b', '50%', '$HOME']\n"
 
 
+def test_an_export_leaves_no_runtime_directory_behind(site: Path, tmp_path: Path) -> None:
+    """It is made for another machine: a tmp cleaner should find nothing of it here."""
+    runtime = tmp_path / "rt"  # site_settings' SUPERVISOR_RUNTIME_DIR, not made yet
+    assert not runtime.exists()
+    assert export("procfile").startswith("# Exported by djsupervisor")
+    with pytest.raises(CommandError):
+        export("systemd", "--user", "not a user")
+    assert not runtime.exists()
+    runtime.mkdir(mode=0o700)
+    (runtime / "supervisord.log").write_text("kept\n")
+    export("procfile")
+    assert (runtime / "supervisord.log").read_text() == "kept\n"  # one it did not make: kept
+
+
 def test_procfile_to_a_file(site: Path, tmp_path: Path) -> None:
     target = tmp_path / "Procfile"
     assert export("procfile", "-o", str(target)) == f"wrote {target}\n"
