@@ -100,17 +100,26 @@ def _floor(ctx: Context, project: BenchProject, count: int) -> float:
     return spawned + time.perf_counter() - started
 
 
-def _start_and_stop(ctx: Context, side: Side, key: str, count: int) -> float:
-    """Start ``side``, wait for every program RUNNING, stop it; seconds to all RUNNING."""
+def _timed_start(
+    ctx: Context, side: Side, name: str, count: int
+) -> tuple[subprocess.Popen[bytes], int, float]:
+    """Warm ``side`` up and start it; its process, its log's offset before the start,
+    and the seconds until every program was RUNNING."""
     offset = side.logfile.stat().st_size if side.logfile.exists() else 0
     side.warm()
     started = time.perf_counter()
-    proc = side.start(ctx.procs, f"scale-first-{key}")
+    proc = side.start(ctx.procs, name)
     done = ctx.procs.wait_logged(
         proc, side.logfile, RUNNING_LINE, count, offset=offset, timeout=300
     )
+    return proc, offset, done - started
+
+
+def _start_and_stop(ctx: Context, side: Side, key: str, count: int) -> float:
+    """Start ``side``, wait for every program RUNNING, stop it; seconds to all RUNNING."""
+    proc, _, seconds = _timed_start(ctx, side, f"scale-first-{key}", count)
     ctx.procs.stop(proc, timeout=60)
-    return done - started
+    return seconds
 
 
 @benchmark("scale.start", "many programs: start, spawn rate, getAllProcessInfo, status, stop")
@@ -136,14 +145,8 @@ def start(ctx: Context) -> list[Figure]:
     for run in range(runs):
         order: tuple[tuple[str, Side], ...] = (("ours", ours), ("peer", peer))
         for key, side in order if run % 2 == 0 else order[::-1]:
-            offset = side.logfile.stat().st_size if side.logfile.exists() else 0
-            side.warm()
-            started = time.perf_counter()
-            proc = side.start(ctx.procs, f"scale-{key}")
-            done = ctx.procs.wait_logged(
-                proc, side.logfile, RUNNING_LINE, count, offset=offset, timeout=300
-            )
-            samples["starts"][key].append(done - started)
+            proc, offset, seconds = _timed_start(ctx, side, f"scale-{key}", count)
+            samples["starts"][key].append(seconds)
             samples["slowdown"][key].append(_slowdown(_spawn_times(side.logfile, offset)))
             info: list[dict[str, Any]] = []
             for _ in range(ctx.reps(3, 5)):
