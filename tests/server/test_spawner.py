@@ -347,7 +347,7 @@ def test_the_collector_runs_in_our_thread_only(spawner: Spawner) -> None:
 
         Cycle()
         # Enough new containers for a generation-0 collection to be due.
-        kept = [[] for _ in range(gc.get_threshold()[0] + 1)]
+        kept: list[list[object]] = [[] for _ in range(gc.get_threshold()[0] + 1)]
         collect_garbage()
         assert finalized_in == [threading.get_ident()]
         del kept
