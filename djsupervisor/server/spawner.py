@@ -398,6 +398,8 @@ class Spawner:
         self.broken = True
         lane.answered = lane.submitted
         lane.requests.clear()
+        if all(other.answered >= other.submitted for other in self._lanes):
+            self._idle()
 
     def _busy(self) -> None:
         """Quick GIL hand-overs while spawns are out."""
