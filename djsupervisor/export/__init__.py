@@ -239,7 +239,8 @@ def run(
     # supervisord's parser, which reads the programs, wants the log directory to exist;
     # an export made for another machine leaves none behind here.
     created = not check_runtime_dir(project.runtime_dir)
-    ensure_runtime_dir(project.runtime_dir)
+    if created:
+        ensure_runtime_dir(project.runtime_dir)
     try:
         _run(project, opts, args, stdout=stdout, stderr=stderr)
     finally:

@@ -285,7 +285,6 @@ class Spawner:
         self._lanes = [_Lane() for _ in range(lanes or _lane_count())]
         #: Answers by ticket, put there by the threads, taken by ``result()``.
         self._answers: dict[int, int | BaseException] = {}
-        self._submitted = 0
         self._order: object = None
         self._attributes: dict[tuple[int, ...], _Attributes] = {}
         self._saved_interval: float | None = None
@@ -319,7 +318,7 @@ class Spawner:
             target = directory
         else:  # relative to supervisord's directory, as its own fork's chdir is
             target = os.path.join(os.getcwd(), directory) if directory else os.getcwd()
-        ticket = self._submitted
+        ticket = sum(lane.submitted for lane in self._lanes)  # the next, in order
         request = _Request(ticket, filename, argv, env, target, umask, attributes)
         if order != self._order:
             self._order = order
@@ -341,7 +340,6 @@ class Spawner:
             self._gone(lane)
             raise Unavailable from None
         lane.submitted += 1
-        self._submitted += 1
         return ticket
 
     def _place(self, ticket: int) -> tuple[_Lane, int]:
@@ -365,8 +363,7 @@ class Spawner:
         while place >= lane.answered:
             self._take_answers(lane, block=True)
         answer = self._answers.pop(ticket, None)
-        if all(lane.answered >= lane.submitted for lane in self._lanes):
-            self._idle()
+        self._idle_when_done()
         if answer is None:
             raise Unavailable
         if isinstance(answer, BaseException):
@@ -398,7 +395,11 @@ class Spawner:
         self.broken = True
         lane.answered = lane.submitted
         lane.requests.clear()
-        if all(other.answered >= other.submitted for other in self._lanes):
+        self._idle_when_done()
+
+    def _idle_when_done(self) -> None:
+        """Back to the usual switch interval once no spawn is out on any lane."""
+        if all(lane.answered >= lane.submitted for lane in self._lanes):
             self._idle()
 
     def _busy(self) -> None:
@@ -509,7 +510,6 @@ class Spawner:
             lane.requests.clear()
             lane.submitted = lane.answered = 0
         self._answers.clear()
-        self._submitted = 0
         self._order = None
         self._idle()
         if self._collector_was_on:
